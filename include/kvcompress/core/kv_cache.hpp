@@ -1,0 +1,673 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// `KVCache<Policy>`: the key/value cache of one sequence of a model with L layers, Hq query heads
+/// and Hkv KV heads (MHA, GQA, MQA), compressed by a `Policy<Evict, Merge, Quant>`.
+///
+/// Storage: each (layer, KV head) is a stream owned by a `Quant::Store`, whose blocks come from
+/// one BlockPool reserved at construction (or carved from an engine-provided arena). Every slot
+/// keeps its original absolute position and a modality label; evicted slots are masked at once
+/// and physically removed lazily (whole blocks go back to the pool). After construction, append,
+/// attend, observe and eviction never allocate on the heap.
+///
+/// Attention (`attend`) runs directly over the compressed storage: one logits pass per KV head
+/// for all query heads of its GQA group (and up to 16 query rows at once), one fp32 softmax over
+/// every segment of the stream (compressed blocks and full-precision windows share one max and
+/// one sum, so the result is exact — no per-segment renormalisation), then one value pass.
+///
+/// Thread-safety: a KVCache is not thread-safe; calls on distinct caches are independent. Work
+/// inside one call is split over KV heads through the injected Executor.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kvcompress/core/block_pool.hpp"
+#include "kvcompress/core/cache_shape.hpp"
+#include "kvcompress/core/errors.hpp"
+#include "kvcompress/core/executor.hpp"
+#include "kvcompress/core/float16.hpp"
+#include "kvcompress/core/modality.hpp"
+#include "kvcompress/core/policy_traits.hpp"
+#include "kvcompress/core/prefill_context.hpp"
+#include "kvcompress/core/slot_view.hpp"
+#include "kvcompress/kernels/convert.hpp"
+#include "kvcompress/kernels/softmax.hpp"
+
+KVCOMPRESS_NAMESPACE_BEGIN
+
+/// Optional knobs of `KVCache::attend`.
+struct AttendOptions {
+  /// Logit scale; 0 means 1/√head_dim.
+  float scale = 0.0f;
+  /// If non-null, receives the log-sum-exp of each query row, [n_q][Hq] fp32, so an engine can
+  /// merge this result exactly with attention it computed elsewhere (online softmax).
+  float* lse = nullptr;
+};
+
+namespace detail {
+
+/// True iff every x[i] is finite with |x[i]| ≤ max_abs (NaN fails the comparison).
+template <class T>
+bool all_within(const T* x, std::size_t n, float max_abs) {
+  bool ok = true;
+  for (std::size_t i = 0; i < n; ++i) ok &= std::fabs(to_float(x[i])) <= max_abs;
+  return ok;
+}
+
+}  // namespace detail
+
+/// The cache. \tparam P a `Policy<Evict, Merge, Quant>` (policies/policy.hpp).
+template <class P>
+class KVCache {
+  using Evict = typename P::Evict;
+  using Merge = typename P::Merge;
+  using Quant = typename P::Quant;
+
+  static_assert(traits::has_name<Quant>::value,
+                "KVCache: Quant policy needs `static constexpr const char* kName` (core/policy_traits.hpp)");
+  static_assert(traits::has_config<Quant>::value,
+                "KVCache: Quant policy needs `struct Config { void validate(const CacheShape&) const; }` (core/policy_traits.hpp)");
+  static_assert(traits::has_max_abs_input<Quant>::value,
+                "KVCache: Quant policy needs `static constexpr float kMaxAbsInput` (core/policy_traits.hpp)");
+  static_assert(traits::has_store<Quant>::value,
+                "KVCache: Quant policy needs a nested `class Store` (core/policy_traits.hpp)");
+  static_assert(traits::store_has_geometry<Quant>::value,
+                "KVCache: Quant::Store needs static block_tokens, block_bytes, max_blocks, fixed_bytes and scratch_floats (core/policy_traits.hpp)");
+  static_assert(traits::store_has_append<Quant>::value,
+                "KVCache: Quant::Store needs `void append(const float* k, const float* v, size_t ld, size_t n, float* scratch)` (core/policy_traits.hpp)");
+  static_assert(traits::store_has_attention<Quant>::value,
+                "KVCache: Quant::Store needs const `logits(q, rows, out, ldl)` and `accumulate(p, ldp, rows, out)` (core/policy_traits.hpp)");
+  static_assert(traits::store_has_maintenance<Quant>::value,
+                "KVCache: Quant::Store needs size, read, plan_compact, compact, truncate, clear and memory_bytes (core/policy_traits.hpp)");
+  static_assert(traits::has_name<Evict>::value && traits::has_config<Evict>::value,
+                "KVCache: Evict policy needs `kName` and `struct Config { validate(shape) }` (core/policy_traits.hpp)");
+  static_assert(traits::has_eviction_flags<Evict>::value,
+                "KVCache: Evict policy needs `static constexpr bool kPerHead, kNeedsScores` (derive from evict::Base)");
+  static_assert(traits::has_make_room<Evict>::value,
+                "KVCache: Evict policy needs `static void make_room(const Config&, const SlotView&, size_t, uint8_t*)` (derive from evict::Base)");
+  static_assert(traits::has_on_prefill_end<Evict>::value,
+                "KVCache: Evict policy needs `static void on_prefill_end(const Config&, PrefillContext&)` (derive from evict::Base)");
+  static_assert(Evict::kPerHead || !Evict::kNeedsScores,
+                "KVCache: attention scores are kept per KV head; an Evict policy with kNeedsScores must set kPerHead = true");
+  static_assert(is_merge_policy_v<Merge>,
+                "KVCache: Merge policy needs `kName` and `struct Config { validate(shape) }` (core/policy_traits.hpp)");
+
+  using Store = typename Quant::Store;
+
+ public:
+  using Policy = P;
+  using Config = typename P::Config;
+
+  /// Query rows (query heads × query tokens) processed per pass over a stream.
+  static constexpr int kMaxRows = 16;
+  /// Tokens converted per step when inputs are fp16/bf16.
+  static constexpr std::size_t kAppendChunk = 256;
+
+  /// Builds a cache and reserves everything: the block pool for `shape.capacity` slots per
+  /// stream, slot metadata, and per-worker scratch for `executor->num_workers()` workers.
+  /// \param executor parallelism for attend/append over KV heads; nullptr = serial. Must outlive
+  ///        the cache.
+  explicit KVCache(const CacheShape& shape, const Config& config = {}, Executor* executor = nullptr)
+      : KVCache(shape, config, executor, nullptr, 0) {}
+
+  /// As above, with the blocks carved from an engine-owned arena of at least
+  /// `arena_bytes(shape, config)` bytes, 64-byte aligned, outliving the cache.
+  KVCache(const CacheShape& shape, const Config& config, Executor* executor, void* arena,
+          std::size_t arena_size)
+      : shape_(validated(shape, config)), config_(config),
+        executor_(executor ? executor : &serial_), owns_arena_(arena == nullptr) {
+    const std::size_t streams = num_streams();
+    const std::size_t max_blocks = Store::max_blocks(shape_.capacity, config_.quant);
+    const std::size_t bb = Store::block_bytes(shape_.head_dim, config_.quant);
+    pool_ = arena ? BlockPool(bb, streams * max_blocks, arena, arena_size)
+                  : BlockPool(bb, streams * max_blocks);
+    stores_.reserve(streams);
+    for (std::size_t s = 0; s < streams; ++s)
+      stores_.emplace_back(shape_.head_dim, config_.quant, BlockTable(&pool_, max_blocks));
+    const std::size_t cap = shape_.capacity;
+    tables_.resize(static_cast<std::size_t>(shape_.num_layers) * views_per_layer());
+    for (auto& t : tables_) {
+      t.pos.resize(cap);
+      t.mod.resize(cap);
+      t.alive.resize(cap);
+    }
+    if constexpr (Evict::kNeedsScores) scores_.assign(streams * cap, 0.0f);
+    seen_.assign(static_cast<std::size_t>(shape_.num_layers), 0);
+    ldl_ = (cap + 15) / 16 * 16;
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    workers_.resize(static_cast<std::size_t>(executor_->num_workers()));
+    for (auto& w : workers_) {
+      w.q.resize(kMaxRows * d);
+      w.acc.resize(kMaxRows * d);
+      w.logits.resize(kMaxRows * ldl_);
+      w.input.resize(2 * kAppendChunk * d);
+      w.store.resize(std::max<std::size_t>(1, Store::scratch_floats(shape_.head_dim, config_.quant)));
+    }
+    keep_.resize(tables_.size() * cap);
+    retained_.resize(static_cast<std::size_t>(shape_.num_kv_heads) * cap);
+    views_.resize(tables_.size());
+  }
+
+  KVCache(const KVCache&) = delete;
+  KVCache& operator=(const KVCache&) = delete;
+
+  /// Arena bytes an engine must provide for this shape and config.
+  static std::size_t arena_bytes(const CacheShape& shape, const Config& config = {}) {
+    validated(shape, config);
+    const std::size_t streams =
+        static_cast<std::size_t>(shape.num_layers) * static_cast<std::size_t>(shape.num_kv_heads);
+    return BlockPool::required_bytes(Store::block_bytes(shape.head_dim, config.quant),
+                                     streams * Store::max_blocks(shape.capacity, config.quant));
+  }
+
+  /// Compressed bytes per token of the block storage, summed over all layers and KV heads, K and
+  /// V (block bytes / block tokens). Per-stream windows (`fixed_bytes_per_stream`) and slot
+  /// metadata (`kMetadataBytesPerSlot`) come on top; memory_bytes() reports the exact total.
+  static double bytes_per_token(const CacheShape& shape, const Config& config = {}) {
+    validated(shape, config);
+    const double per_stream =
+        static_cast<double>(align_up(Store::block_bytes(shape.head_dim, config.quant))) /
+        static_cast<double>(Store::block_tokens(config.quant));
+    return per_stream * shape.num_layers * shape.num_kv_heads;
+  }
+
+  /// Bytes each (layer, KV head) stream holds outside the pool (e.g. KIVI's fp16 window).
+  static std::size_t fixed_bytes_per_stream(const CacheShape& shape, const Config& config = {}) {
+    return Store::fixed_bytes(shape.head_dim, config.quant);
+  }
+
+  /// Metadata bytes per slot and slot table: position (int32), modality, alive flag.
+  static constexpr std::size_t kMetadataBytesPerSlot = sizeof(std::int32_t) + 2;
+
+  const CacheShape& shape() const { return shape_; }
+  const Config& config() const { return config_; }
+  Executor& executor() { return *executor_; }
+
+  /// Appends n tokens to one layer. k and v are [n][num_kv_heads][head_dim] of T ∈ {float, half,
+  /// bfloat16}; keys as the engine stores them (post-RoPE for the policies here). Positions are
+  /// tokens_seen(layer) … +n−1. Before storing, the eviction policy may make room (decode-time
+  /// eviction); dead slots are compacted lazily. Throws InvalidArgument (cache unchanged) for a
+  /// bad layer, n == 0, null pointers, non-finite values or values the store cannot represent,
+  /// a bad modality, or when the slots would exceed the capacity.
+  template <class T>
+  void append(int layer, const T* k, const T* v, std::size_t n, Modality modality = Modality::kText) {
+    check_modality("KVCache::append", "modality", modality);
+    append_impl(layer, k, v, n, nullptr, modality);
+  }
+
+  /// As above with one modality label per token (`modalities` is [n]).
+  template <class T>
+  void append(int layer, const T* k, const T* v, std::size_t n, const Modality* modalities) {
+    detail::require(modalities != nullptr, "KVCache::append", "modalities", "nullptr",
+                    "a pointer to n labels");
+    for (std::size_t i = 0; i < n; ++i) check_modality("KVCache::append", "modalities", modalities[i]);
+    append_impl(layer, k, v, n, modalities, Modality::kText);
+  }
+
+  /// Attention of the last n_q appended tokens of `layer` (queries q: [n_q][num_q_heads][head_dim])
+  /// over everything the layer holds, causal by original position, written to out (same shape).
+  /// Decode is n_q = 1; chunked prefill passes the chunk's queries after appending its K/V.
+  /// If the eviction policy asks for scores, the attention each slot receives is accumulated.
+  template <class T>
+  void attend(int layer, const T* q, std::size_t n_q, T* out, const AttendOptions& options = {}) {
+    detail::require(out != nullptr, "KVCache::attend", "out", "nullptr", "a [n_q][Hq][d] buffer");
+    attend_impl(layer, q, n_q, out, options, true);
+  }
+
+  /// Feeds queries to the eviction statistics without producing output: for engines that run
+  /// their own attention (FlashAttention) and hand the library a window of prefill queries
+  /// (eviction spec §1.1, "recompute from window"). Same shape rules as attend.
+  template <class T>
+  void observe(int layer, const T* q, std::size_t n_q) {
+    static_assert(Evict::kNeedsScores, "KVCache::observe: this policy's Evict axis uses no attention scores");
+    attend_impl(layer, q, n_q, static_cast<T*>(nullptr), AttendOptions{}, true);
+  }
+
+  /// Call once the whole prompt has been appended to every layer: the eviction policy sees all
+  /// layers at once (cross-layer budgets) and the cache compacts what it evicted.
+  void end_prefill() {
+    const std::size_t cap = shape_.capacity;
+    for (int l = 0; l < shape_.num_layers; ++l)
+      for (int v = 0; v < views_per_layer(); ++v) {
+        const std::size_t t = table_index(l, v);
+        views_[t] = view(l, v);
+        std::copy(tables_[t].alive.begin(), tables_[t].alive.begin() + tables_[t].n, keep_.begin() + t * cap);
+      }
+    PrefillContext ctx(shape_, views_per_layer(), views_.data(), keep_.data(), cap);
+    Evict::on_prefill_end(config_.evict, ctx);
+    for (int l = 0; l < shape_.num_layers; ++l)
+      for (int v = 0; v < views_per_layer(); ++v) {
+        const std::size_t t = table_index(l, v);
+        apply_keep(l, v, keep_.data() + t * cap, /*compact=*/true);
+      }
+  }
+
+  /// Slots `layer`/`kv_head` attends to (live slots).
+  std::size_t size(int layer, int kv_head) const {
+    check_head("KVCache::size", layer, kv_head);
+    return table(layer, kv_head).n_alive;
+  }
+
+  /// Tokens ever appended to `layer` (the position the next token gets).
+  std::int64_t tokens_seen(int layer) const {
+    check_layer("KVCache::tokens_seen", layer);
+    return seen_[static_cast<std::size_t>(layer)];
+  }
+
+  /// What the eviction policy sees of (layer, kv_head) (for per-layer policies, the layer's view).
+  SlotView slots(int layer, int kv_head) const {
+    check_head("KVCache::slots", layer, kv_head);
+    return view(layer, Evict::kPerHead ? kv_head : 0);
+  }
+
+  /// The storage of (layer, kv_head), for inspection (e.g. KIVI's quantized/window split).
+  const Store& stream(int layer, int kv_head) const {
+    check_head("KVCache::stream", layer, kv_head);
+    return store(layer, kv_head);
+  }
+
+  /// Writes the original positions of the live slots of (layer, kv_head), [size()] int32.
+  void positions(int layer, int kv_head, std::int32_t* out) const {
+    check_head("KVCache::positions", layer, kv_head);
+    const Table& t = table(layer, kv_head);
+    for (std::size_t j = 0, o = 0; j < t.n; ++j)
+      if (t.alive[j]) out[o++] = t.pos[j];
+  }
+
+  /// Decodes the live slots of heads [head_begin, head_end) of `layer` to fp32:
+  /// k_out and v_out are [head_end − head_begin][size(layer, h)][head_dim], heads back to back
+  /// (head h starts after the rows of the heads before it). head_end = −1 means num_kv_heads.
+  void materialize(int layer, float* k_out, float* v_out, int head_begin = 0, int head_end = -1) {
+    check_layer("KVCache::materialize", layer);
+    if (head_end < 0) head_end = shape_.num_kv_heads;
+    detail::require(head_begin >= 0 && head_begin < head_end && head_end <= shape_.num_kv_heads,
+                    "KVCache::materialize", "head range",
+                    std::to_string(head_begin) + ".." + std::to_string(head_end),
+                    "0 <= head_begin < head_end <= num_kv_heads");
+    detail::require(k_out != nullptr && v_out != nullptr, "KVCache::materialize", "k_out/v_out",
+                    "nullptr", "non-null buffers");
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    std::size_t row = 0;
+    for (int h = head_begin; h < head_end; ++h) {
+      const Table& t = table(layer, h);
+      const Store& s = store(layer, h);
+      for (std::size_t j = 0; j < t.n;) {
+        if (!t.alive[j]) { ++j; continue; }
+        std::size_t e = j;
+        while (e < t.n && t.alive[e]) ++e;
+        s.read(j, e, k_out + row * d, v_out + row * d, d, workers_[0].store.data());
+        row += e - j;
+        j = e;
+      }
+    }
+  }
+
+  /// Speculative-decoding rollback: forgets every token at position ≥ n_tokens in every layer;
+  /// the next append gets position n_tokens. Throws if n_tokens exceeds tokens seen.
+  void truncate(std::size_t n_tokens) {
+    const std::int64_t most = *std::max_element(seen_.begin(), seen_.end());
+    detail::require(static_cast<std::int64_t>(n_tokens) <= most, "KVCache::truncate", "n_tokens",
+                    n_tokens, "<= tokens_seen (" + std::to_string(most) + ")");
+    for (int l = 0; l < shape_.num_layers; ++l) {
+      for (int v = 0; v < views_per_layer(); ++v) {
+        Table& t = tables_[table_index(l, v)];
+        const std::size_t cut = static_cast<std::size_t>(
+            std::lower_bound(t.pos.begin(), t.pos.begin() + t.n, static_cast<std::int32_t>(n_tokens)) -
+            t.pos.begin());
+        t.n = cut;
+        t.n_alive = static_cast<std::size_t>(std::count(t.alive.begin(), t.alive.begin() + cut, 1));
+        for_each_head_of_view(v, [&](int h) { store(l, h).truncate(cut, workers_[0].store.data()); });
+      }
+      auto& s = seen_[static_cast<std::size_t>(l)];
+      s = std::min<std::int64_t>(s, static_cast<std::int64_t>(n_tokens));
+    }
+  }
+
+  /// Empties the cache (capacity stays reserved).
+  void clear() {
+    for (auto& s : stores_) s.clear();
+    for (auto& t : tables_) t.n = t.n_alive = 0;
+    std::fill(seen_.begin(), seen_.end(), 0);
+  }
+
+  /// Bytes the cache's contents occupy now: the blocks every stream holds (whole blocks), the
+  /// per-stream windows, and the slot metadata of the held slots (position, modality, alive
+  /// flag, plus the fp32 score when the eviction policy uses scores).
+  std::size_t memory_bytes() const {
+    std::size_t bytes = 0;
+    for (const auto& s : stores_) bytes += s.memory_bytes();
+    for (const auto& t : tables_) bytes += t.n * kMetadataBytesPerSlot;
+    if constexpr (Evict::kNeedsScores)
+      for (int l = 0; l < shape_.num_layers; ++l)
+        for (int h = 0; h < shape_.num_kv_heads; ++h) bytes += table(l, h).n * sizeof(float);
+    return bytes;
+  }
+
+  /// Everything this object allocated: the pool (unless engine-provided), windows, metadata at
+  /// capacity, and per-worker scratch.
+  std::size_t reserved_bytes() const {
+    std::size_t bytes = owns_arena() ? pool_.block_bytes() * pool_.num_blocks() : 0;
+    bytes += stores_.size() * Store::fixed_bytes(shape_.head_dim, config_.quant);
+    bytes += tables_.size() * shape_.capacity * kMetadataBytesPerSlot + scores_.size() * sizeof(float);
+    for (const auto& w : workers_)
+      bytes += (w.q.size() + w.acc.size() + w.logits.size() + w.input.size() + w.store.size()) * sizeof(float);
+    return bytes + keep_.size() + retained_.size() + views_.size() * sizeof(SlotView);
+  }
+
+ private:
+  struct Table {
+    std::vector<std::int32_t> pos;
+    std::vector<Modality> mod;
+    std::vector<std::uint8_t> alive;
+    std::size_t n = 0;        // physical slots
+    std::size_t n_alive = 0;  // live slots
+  };
+  struct Worker {
+    std::vector<float> q, acc, logits, input, store;
+  };
+
+  static const CacheShape& validated(const CacheShape& shape, const Config& config) {
+    shape.validate("KVCache");
+    config.validate(shape);
+    return shape;
+  }
+  static int views_per_layer_of(const CacheShape& s) { return Evict::kPerHead ? s.num_kv_heads : 1; }
+  int views_per_layer() const { return views_per_layer_of(shape_); }
+  std::size_t num_streams() const {
+    return static_cast<std::size_t>(shape_.num_layers) * static_cast<std::size_t>(shape_.num_kv_heads);
+  }
+  bool owns_arena() const { return owns_arena_; }
+  std::size_t stream_index(int l, int h) const {
+    return static_cast<std::size_t>(l) * static_cast<std::size_t>(shape_.num_kv_heads) + static_cast<std::size_t>(h);
+  }
+  std::size_t table_index(int l, int v) const {
+    return static_cast<std::size_t>(l) * static_cast<std::size_t>(views_per_layer()) + static_cast<std::size_t>(v);
+  }
+  Store& store(int l, int h) { return stores_[stream_index(l, h)]; }
+  const Store& store(int l, int h) const { return stores_[stream_index(l, h)]; }
+  Table& table(int l, int h) { return tables_[table_index(l, Evict::kPerHead ? h : 0)]; }
+  const Table& table(int l, int h) const { return tables_[table_index(l, Evict::kPerHead ? h : 0)]; }
+  float* scores(int l, int h) { return scores_.data() + stream_index(l, h) * shape_.capacity; }
+
+  template <class F>
+  void for_each_head_of_view(int v, F&& f) {
+    if constexpr (Evict::kPerHead) {
+      f(v);
+    } else {
+      for (int h = 0; h < shape_.num_kv_heads; ++h) f(h);
+    }
+  }
+
+  SlotView view(int l, int v) const {
+    const Table& t = tables_[table_index(l, v)];
+    SlotView s;
+    s.n = t.n;
+    s.n_alive = t.n_alive;
+    s.pos = t.pos.data();
+    s.mod = t.mod.data();
+    s.alive = t.alive.data();
+    s.tokens_seen = seen_[static_cast<std::size_t>(l)];
+    s.layer = l;
+    if constexpr (Evict::kNeedsScores) s.score = scores_.data() + stream_index(l, v) * shape_.capacity;
+    return s;
+  }
+
+  void check_layer(const char* where, int layer) const {
+    detail::require(layer >= 0 && layer < shape_.num_layers, where, "layer", layer,
+                    [&] { return "in [0, " + std::to_string(shape_.num_layers) + ")"; });
+  }
+  void check_head(const char* where, int layer, int head) const {
+    check_layer(where, layer);
+    detail::require(head >= 0 && head < shape_.num_kv_heads, where, "kv_head", head,
+                    [&] { return "in [0, " + std::to_string(shape_.num_kv_heads) + ")"; });
+  }
+  static void check_modality(const char* where, const char* name, Modality m) {
+    detail::require(static_cast<int>(m) < kModalityCount, where, name, static_cast<int>(m),
+                    [] { return "a kvcompress::Modality enumerator (0.." + std::to_string(kModalityCount - 1) + ")"; });
+  }
+  template <class T>
+  static void check_type() {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, half> || std::is_same_v<T, bfloat16>,
+                  "KVCache: inputs must be float, kvcompress::half or kvcompress::bfloat16");
+  }
+
+  // Marks evicted slots dead and, if `compact`, removes them physically (as far as the store
+  // can: slots inside quantized token groups stay, masked, until their group empties).
+  void apply_keep(int l, int v, const std::uint8_t* keep, bool compact) {
+    Table& t = tables_[table_index(l, v)];
+    for (std::size_t j = 0; j < t.n; ++j) t.alive[j] = static_cast<std::uint8_t>(t.alive[j] && keep[j]);
+    t.n_alive = static_cast<std::size_t>(std::count(t.alive.begin(), t.alive.begin() + t.n, 1));
+    if (!compact || t.n_alive == t.n) return;
+    std::uint8_t* retained = retained_.data();
+    std::size_t new_n = 0;
+    for_each_head_of_view(v, [&](int h) {
+      new_n = store(l, h).plan_compact(t.alive.data(), retained);
+      store(l, h).compact(retained, workers_[0].store.data());
+      if constexpr (Evict::kNeedsScores) compact_array(scores(l, h), retained, t.n);
+    });
+    compact_array(t.pos.data(), retained, t.n);
+    compact_array(t.mod.data(), retained, t.n);
+    compact_array(t.alive.data(), retained, t.n);
+    t.n = new_n;
+  }
+
+  template <class X>
+  static void compact_array(X* x, const std::uint8_t* retained, std::size_t n) {
+    std::size_t o = 0;
+    for (std::size_t j = 0; j < n; ++j)
+      if (retained[j]) x[o++] = x[j];
+  }
+
+  template <class T>
+  void append_impl(int layer, const T* k, const T* v, std::size_t n, const Modality* mods, Modality mod) {
+    check_type<T>();
+    const char* where = "KVCache::append";
+    check_layer(where, layer);
+    detail::require(n >= 1, where, "n_tokens", n, ">= 1");
+    detail::require(k != nullptr, where, "k", "nullptr", "a [n][num_kv_heads][head_dim] buffer");
+    detail::require(v != nullptr, where, "v", "nullptr", "a [n][num_kv_heads][head_dim] buffer");
+    const std::size_t hd = static_cast<std::size_t>(shape_.num_kv_heads) * static_cast<std::size_t>(shape_.head_dim);
+    const float max_abs = Quant::kMaxAbsInput;
+    auto range = [&] { return "finite values with |x| <= " + std::to_string(max_abs) + " (" + Quant::kName + ")"; };
+    detail::require(detail::all_within(k, n * hd, max_abs), where, "k", "a non-finite or out-of-range value", range);
+    detail::require(detail::all_within(v, n * hd, max_abs), where, "v", "a non-finite or out-of-range value", range);
+
+    // Plan eviction and capacity without touching state, so a rejected append changes nothing.
+    const std::size_t cap = shape_.capacity;
+    bool compact[64];
+    std::size_t block_tokens = Store::block_tokens(config_.quant);
+    detail::require(views_per_layer() <= 64, where, "num_kv_heads", shape_.num_kv_heads, "<= 64");
+    for (int vw = 0; vw < views_per_layer(); ++vw) {
+      const std::size_t ti = table_index(layer, vw);
+      Table& t = tables_[ti];
+      std::uint8_t* keep = keep_.data() + ti * cap;
+      std::copy(t.alive.begin(), t.alive.begin() + t.n, keep);
+      Evict::make_room(config_.evict, view(layer, vw), n, keep);
+      std::size_t alive_after = 0;
+      for (std::size_t j = 0; j < t.n; ++j) alive_after += (t.alive[j] && keep[j]) ? 1 : 0;
+      const std::size_t dead = t.n - alive_after;
+      compact[vw] = dead >= block_tokens || t.n + n > cap;
+      std::size_t phys = t.n;
+      if (compact[vw] && dead > 0) {
+        for (std::size_t j = 0; j < t.n; ++j) keep[j] = static_cast<std::uint8_t>(t.alive[j] && keep[j]);
+        phys = 0;
+        for_each_head_of_view(vw, [&](int h) { phys = std::max(phys, store(layer, h).plan_compact(keep, retained_.data())); });
+      }
+      detail::require(phys + n <= cap, where, "n_tokens", n, [&] {
+        return "<= free capacity " + std::to_string(cap - std::min(cap, phys)) + " of layer " +
+               std::to_string(layer) + " (capacity " + std::to_string(cap) + " slots)";
+      });
+    }
+    for (int vw = 0; vw < views_per_layer(); ++vw)
+      apply_keep(layer, vw, keep_.data() + table_index(layer, vw) * cap, compact[vw]);
+
+    // Store K/V, one task per KV head.
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    auto task = [&](std::size_t h, int w) {
+      Store& s = store(layer, static_cast<int>(h));
+      Worker& wk = workers_[static_cast<std::size_t>(w)];
+      if constexpr (std::is_same_v<T, float>) {
+        s.append(k + h * d, v + h * d, hd, n, wk.store.data());
+      } else {
+        for (std::size_t t0 = 0; t0 < n; t0 += kAppendChunk) {
+          const std::size_t c = std::min(kAppendChunk, n - t0);
+          float* kf = wk.input.data();
+          float* vf = kf + kAppendChunk * d;
+          for (std::size_t t = 0; t < c; ++t) {
+            kernels::convert(k + (t0 + t) * hd + h * d, kf + t * d, d, best_isa{});
+            kernels::convert(v + (t0 + t) * hd + h * d, vf + t * d, d, best_isa{});
+          }
+          s.append(kf, vf, d, c, wk.store.data());
+        }
+      }
+    };
+    executor_->run(static_cast<std::size_t>(shape_.num_kv_heads), TaskRef(task));
+
+    std::int64_t& seen = seen_[static_cast<std::size_t>(layer)];
+    for (int vw = 0; vw < views_per_layer(); ++vw) {
+      Table& t = tables_[table_index(layer, vw)];
+      for (std::size_t i = 0; i < n; ++i) {
+        t.pos[t.n + i] = static_cast<std::int32_t>(seen + static_cast<std::int64_t>(i));
+        t.mod[t.n + i] = mods ? mods[i] : mod;
+        t.alive[t.n + i] = 1;
+      }
+      if constexpr (Evict::kNeedsScores)
+        for_each_head_of_view(vw, [&](int h) { std::fill(scores(layer, h) + t.n, scores(layer, h) + t.n + n, 0.0f); });
+      t.n += n;
+      t.n_alive += n;
+    }
+    seen += static_cast<std::int64_t>(n);
+  }
+
+  template <class T>
+  void attend_impl(int layer, const T* q, std::size_t n_q, T* out, const AttendOptions& opt, bool update_scores) {
+    check_type<T>();
+    const char* where = "KVCache::attend";
+    check_layer(where, layer);
+    detail::require(n_q >= 1, where, "n_q", n_q, ">= 1");
+    const std::int64_t seen = seen_[static_cast<std::size_t>(layer)];
+    detail::require(static_cast<std::int64_t>(n_q) <= seen, where, "n_q", n_q, [&] {
+      return "<= tokens appended to layer " + std::to_string(layer) + " (" + std::to_string(seen) +
+             "): queries are the last n_q appended tokens";
+    });
+    detail::require(q != nullptr, where, "q", "nullptr", "a [n_q][num_q_heads][head_dim] buffer");
+    const std::size_t qd = static_cast<std::size_t>(shape_.num_q_heads) * static_cast<std::size_t>(shape_.head_dim);
+    detail::require(detail::all_within(q, n_q * qd, std::numeric_limits<float>::max()), where, "q",
+                    "a non-finite value", "finite values");
+    detail::require(opt.scale >= 0.0f && std::isfinite(opt.scale), where, "options.scale", opt.scale,
+                    "0 (meaning 1/sqrt(head_dim)) or a positive finite value");
+    const float scale = opt.scale > 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(shape_.head_dim));
+    auto task = [&](std::size_t h, int w) {
+      attend_head(layer, static_cast<int>(h), q, n_q, out, scale, opt.lse, update_scores,
+                  workers_[static_cast<std::size_t>(w)]);
+    };
+    executor_->run(static_cast<std::size_t>(shape_.num_kv_heads), TaskRef(task));
+  }
+
+  template <class T>
+  void attend_head(int layer, int h, const T* q, std::size_t n_q, T* out, float scale, float* lse,
+                   bool update_scores, Worker& wk) {
+    const Store& s = store(layer, h);
+    const Table& t = table(layer, h);
+    const std::size_t n = t.n;
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    const int rep = shape_.group_size();
+    const std::size_t hq = static_cast<std::size_t>(shape_.num_q_heads);
+    const int gchunk = std::min(rep, kMaxRows);
+    const std::size_t tile = rep <= kMaxRows ? static_cast<std::size_t>(kMaxRows / rep) : 1;
+    const std::int64_t qpos0 = seen_[static_cast<std::size_t>(layer)] - static_cast<std::int64_t>(n_q);
+    const bool all_alive = t.n_alive == t.n;
+    float* sc = nullptr;
+    if constexpr (Evict::kNeedsScores) sc = scores(layer, h);
+    float* L = wk.logits.data();
+    for (std::size_t i0 = 0; i0 < n_q; i0 += tile) {
+      const std::size_t nq = std::min(tile, n_q - i0);
+      for (int g0 = 0; g0 < rep; g0 += gchunk) {
+        const int ng = std::min(gchunk, rep - g0);
+        const int rows = static_cast<int>(nq) * ng;
+        for (std::size_t a = 0; a < nq; ++a)
+          for (int b = 0; b < ng; ++b) {
+            const T* src = q + (i0 + a) * hq * d + (static_cast<std::size_t>(h * rep + g0 + b)) * d;
+            float* dst = wk.q.data() + (a * static_cast<std::size_t>(ng) + static_cast<std::size_t>(b)) * d;
+            kernels::convert(src, dst, d, best_isa{});
+            for (std::size_t c = 0; c < d; ++c) dst[c] *= scale;
+          }
+        s.logits(wk.q.data(), rows, L, ldl_);
+        // Mask dead slots and, for prefill chunks, slots after each query's position.
+        for (std::size_t a = 0; a < nq; ++a) {
+          const std::int64_t qpos = qpos0 + static_cast<std::int64_t>(i0 + a);
+          const std::size_t visible = static_cast<std::size_t>(
+              std::upper_bound(t.pos.begin(), t.pos.begin() + n, qpos) - t.pos.begin());
+          for (int b = 0; b < ng; ++b) {
+            float* row = L + (a * static_cast<std::size_t>(ng) + static_cast<std::size_t>(b)) * ldl_;
+            std::fill(row + visible, row + n, -std::numeric_limits<float>::infinity());
+            if (!all_alive)
+              for (std::size_t j = 0; j < visible; ++j)
+                if (!t.alive[j]) row[j] = -std::numeric_limits<float>::infinity();
+          }
+        }
+        float m[kMaxRows], sum[kMaxRows];
+        for (int r = 0; r < rows; ++r) {
+          float* row = L + static_cast<std::size_t>(r) * ldl_;
+          m[r] = kernels::max_value(row, n, best_isa{});
+          sum[r] = m[r] == -std::numeric_limits<float>::infinity() ? 0.0f
+                                                                   : kernels::exp_shift_sum(row, n, m[r], best_isa{});
+          if (sum[r] == 0.0f) std::fill(row, row + n, 0.0f);
+        }
+        if constexpr (Evict::kNeedsScores) {
+          if (update_scores) {
+            for (int r = 0; r < rows; ++r) {
+              if (sum[r] == 0.0f) continue;
+              const float inv = 1.0f / (sum[r] * static_cast<float>(rep));
+              const float* row = L + static_cast<std::size_t>(r) * ldl_;
+              for (std::size_t j = 0; j < n; ++j) sc[j] += row[j] * inv;
+            }
+          }
+        }
+        if (lse) {
+          for (std::size_t a = 0; a < nq; ++a)
+            for (int b = 0; b < ng; ++b) {
+              const int r = static_cast<int>(a) * ng + b;
+              lse[(i0 + a) * hq + static_cast<std::size_t>(h * rep + g0 + b)] =
+                  sum[r] > 0.0f ? m[r] + std::log(sum[r]) : -std::numeric_limits<float>::infinity();
+            }
+        }
+        if (out == nullptr) continue;
+        std::fill(wk.acc.begin(), wk.acc.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(rows) * d), 0.0f);
+        s.accumulate(L, ldl_, rows, wk.acc.data());
+        for (std::size_t a = 0; a < nq; ++a)
+          for (int b = 0; b < ng; ++b) {
+            const int r = static_cast<int>(a) * ng + b;
+            const float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
+            float* acc = wk.acc.data() + static_cast<std::size_t>(r) * d;
+            for (std::size_t c = 0; c < d; ++c) acc[c] *= inv;
+            T* dst = out + (i0 + a) * hq * d + static_cast<std::size_t>(h * rep + g0 + b) * d;
+            kernels::convert(acc, dst, d, best_isa{});
+          }
+      }
+    }
+  }
+
+  CacheShape shape_;
+  Config config_;
+  SerialExecutor serial_;
+  Executor* executor_;
+  bool owns_arena_ = true;
+  BlockPool pool_;
+  std::vector<Store> stores_;
+  std::vector<Table> tables_;
+  std::vector<float> scores_;
+  std::vector<std::int64_t> seen_;
+  std::vector<Worker> workers_;
+  std::vector<std::uint8_t> keep_, retained_;
+  std::vector<SlotView> views_;
+  std::size_t ldl_ = 0;
+};
+
+KVCOMPRESS_NAMESPACE_END

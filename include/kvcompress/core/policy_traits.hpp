@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// Contracts of the three policy axes and the detection traits that check them. KVCache opens
+/// with one static_assert per requirement, each naming the missing member and this file, so a
+/// malformed policy fails with a readable message instead of an overload-resolution error.
+///
+/// **Quant** (storage of one (layer, KV head) stream; see policies/quant/dense.hpp):
+///   `static constexpr const char* kName; static constexpr float kMaxAbsInput;`
+///   `struct Config { void validate(const CacheShape&) const; };`
+///   `class Store` with
+///   `static size_t block_tokens(const Config&), block_bytes(int d, const Config&),`
+///   `max_blocks(size_t capacity, const Config&), fixed_bytes(int d, const Config&),`
+///   `scratch_floats(int d, const Config&);` `Store(int d, const Config&, BlockTable);`
+///   `size_t size() const; void append(const float* k, const float* v, size_t ld, size_t n,`
+///   `float* scratch); void logits(const float* q, int rows, float* out, size_t ldl) const;`
+///   `void accumulate(const float* p, size_t ldp, int rows, float* out) const;`
+///   `void read(size_t j0, size_t j1, float* k, float* v, size_t ld, float* scratch) const;`
+///   `size_t plan_compact(const uint8_t* keep, uint8_t* retained) const;`
+///   `void compact(const uint8_t* retained, float* scratch); void truncate(size_t n, float*);`
+///   `void clear(); size_t memory_bytes() const;`
+///
+/// **Evict** (which slots to keep; see policies/evict/base.hpp):
+///   `kName; static constexpr bool kPerHead, kNeedsScores; struct Config { validate(shape) };`
+///   `static void make_room(const Config&, const SlotView&, size_t n_incoming, uint8_t* keep);`
+///   `static void on_prefill_end(const Config&, PrefillContext&);`
+///
+/// **Merge** (how evicted slots fold into kept ones; issue-5 methods): `kName; struct Config`.
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "kvcompress/core/block_pool.hpp"
+#include "kvcompress/core/cache_shape.hpp"
+#include "kvcompress/core/slot_view.hpp"
+
+KVCOMPRESS_NAMESPACE_BEGIN
+
+class PrefillContext;
+
+namespace traits {
+
+template <class, class = void>
+struct has_name : std::false_type {};
+template <class P>
+struct has_name<P, std::void_t<decltype(P::kName)>> : std::true_type {};
+
+template <class, class = void>
+struct has_config : std::false_type {};
+template <class P>
+struct has_config<P, std::void_t<decltype(std::declval<const typename P::Config&>().validate(
+                         std::declval<const CacheShape&>()))>> : std::true_type {};
+
+template <class, class = void>
+struct has_store : std::false_type {};
+template <class P>
+struct has_store<P, std::void_t<typename P::Store>> : std::true_type {};
+
+template <class, class = void>
+struct has_max_abs_input : std::false_type {};
+template <class P>
+struct has_max_abs_input<P, std::void_t<decltype(static_cast<float>(P::kMaxAbsInput))>>
+    : std::true_type {};
+
+template <class, class = void>
+struct store_has_geometry : std::false_type {};
+template <class P>
+struct store_has_geometry<
+    P, std::void_t<decltype(P::Store::block_tokens(std::declval<const typename P::Config&>())),
+                   decltype(P::Store::block_bytes(0, std::declval<const typename P::Config&>())),
+                   decltype(P::Store::max_blocks(std::size_t{}, std::declval<const typename P::Config&>())),
+                   decltype(P::Store::fixed_bytes(0, std::declval<const typename P::Config&>())),
+                   decltype(P::Store::scratch_floats(0, std::declval<const typename P::Config&>()))>>
+    : std::true_type {};
+
+template <class, class = void>
+struct store_has_append : std::false_type {};
+template <class P>
+struct store_has_append<P, std::void_t<decltype(std::declval<typename P::Store&>().append(
+                               std::declval<const float*>(), std::declval<const float*>(),
+                               std::size_t{}, std::size_t{}, std::declval<float*>()))>>
+    : std::true_type {};
+
+template <class, class = void>
+struct store_has_attention : std::false_type {};
+template <class P>
+struct store_has_attention<
+    P, std::void_t<decltype(std::declval<const typename P::Store&>().logits(
+                       std::declval<const float*>(), 0, std::declval<float*>(), std::size_t{})),
+                   decltype(std::declval<const typename P::Store&>().accumulate(
+                       std::declval<const float*>(), std::size_t{}, 0, std::declval<float*>()))>>
+    : std::true_type {};
+
+template <class, class = void>
+struct store_has_maintenance : std::false_type {};
+template <class P>
+struct store_has_maintenance<
+    P, std::void_t<decltype(std::declval<const typename P::Store&>().size()),
+                   decltype(std::declval<const typename P::Store&>().read(
+                       std::size_t{}, std::size_t{}, std::declval<float*>(),
+                       std::declval<float*>(), std::size_t{}, std::declval<float*>())),
+                   decltype(std::declval<const typename P::Store&>().plan_compact(
+                       std::declval<const std::uint8_t*>(), std::declval<std::uint8_t*>())),
+                   decltype(std::declval<typename P::Store&>().compact(
+                       std::declval<const std::uint8_t*>(), std::declval<float*>())),
+                   decltype(std::declval<typename P::Store&>().truncate(std::size_t{},
+                                                                        std::declval<float*>())),
+                   decltype(std::declval<typename P::Store&>().clear()),
+                   decltype(std::declval<const typename P::Store&>().memory_bytes())>>
+    : std::true_type {};
+
+template <class, class = void>
+struct has_eviction_flags : std::false_type {};
+template <class P>
+struct has_eviction_flags<P, std::void_t<decltype(bool{P::kPerHead}), decltype(bool{P::kNeedsScores})>>
+    : std::true_type {};
+
+template <class, class = void>
+struct has_make_room : std::false_type {};
+template <class P>
+struct has_make_room<P, std::void_t<decltype(P::make_room(
+                            std::declval<const typename P::Config&>(), std::declval<const SlotView&>(),
+                            std::size_t{}, std::declval<std::uint8_t*>()))>> : std::true_type {};
+
+template <class, class = void>
+struct has_on_prefill_end : std::false_type {};
+template <class P>
+struct has_on_prefill_end<P, std::void_t<decltype(P::on_prefill_end(
+                                 std::declval<const typename P::Config&>(),
+                                 std::declval<PrefillContext&>()))>> : std::true_type {};
+
+}  // namespace traits
+
+/// True when Q satisfies the Quant contract above.
+template <class Q>
+inline constexpr bool is_quant_policy_v =
+    traits::has_name<Q>::value && traits::has_config<Q>::value && traits::has_store<Q>::value &&
+    traits::has_max_abs_input<Q>::value && traits::store_has_geometry<Q>::value &&
+    traits::store_has_append<Q>::value && traits::store_has_attention<Q>::value &&
+    traits::store_has_maintenance<Q>::value;
+
+/// True when E satisfies the Evict contract above.
+template <class E>
+inline constexpr bool is_evict_policy_v =
+    traits::has_name<E>::value && traits::has_config<E>::value &&
+    traits::has_eviction_flags<E>::value && traits::has_make_room<E>::value &&
+    traits::has_on_prefill_end<E>::value;
+
+/// True when M satisfies the Merge contract above.
+template <class M>
+inline constexpr bool is_merge_policy_v = traits::has_name<M>::value && traits::has_config<M>::value;
+
+KVCOMPRESS_NAMESPACE_END

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// What an eviction policy sees of one slot table: per-slot original positions, modality labels,
+/// liveness and accumulated attention, plus the keep mask it writes. Policies never touch
+/// storage; the cache applies their decisions (mark dead, compact, free blocks).
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kvcompress/core/modality.hpp"
+
+KVCOMPRESS_NAMESPACE_BEGIN
+
+/// Read-only view of the slots of one (layer, KV head) — or of one layer when the eviction
+/// policy decides per layer. Slots are in ascending original position; dead slots (evicted but
+/// still physically present inside a quantized group) have alive[j] == 0.
+struct SlotView {
+  std::size_t n = 0;                   ///< physical slots
+  std::size_t n_alive = 0;             ///< slots with alive[j] != 0
+  const std::int32_t* pos = nullptr;   ///< [n] original absolute positions (never renumbered)
+  const Modality* mod = nullptr;       ///< [n] modality labels from the engine
+  const std::uint8_t* alive = nullptr; ///< [n] 1 = attended, 0 = evicted
+  /// [n] attention accumulated per slot (mean over the query heads of a KV head, summed over
+  /// every query the cache attended or observed); nullptr unless the policy asked for scores.
+  const float* score = nullptr;
+  std::int64_t tokens_seen = 0;        ///< tokens ever appended to this layer (next position)
+  int layer = 0;
+};
+
+KVCOMPRESS_NAMESPACE_END

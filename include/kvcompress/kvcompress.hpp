@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// Umbrella header for CPU users: the cache, the policy composition and every policy.
+/// (CUDA specializations, when built, come through kvcompress/cuda.hpp.)
+
+#include "kvcompress/config.hpp"
+#include "kvcompress/version.hpp"
+#include "kvcompress/core/cache_shape.hpp"
+#include "kvcompress/core/errors.hpp"
+#include "kvcompress/core/executor.hpp"
+#include "kvcompress/core/float16.hpp"
+#include "kvcompress/core/kv_cache.hpp"
+#include "kvcompress/core/modality.hpp"
+#include "kvcompress/policies/evict/h2o.hpp"
+#include "kvcompress/policies/evict/none.hpp"
+#include "kvcompress/policies/evict/streaming_llm.hpp"
+#include "kvcompress/policies/merge/none.hpp"
+#include "kvcompress/policies/policy.hpp"
+#include "kvcompress/policies/quant/dense.hpp"
+#include "kvcompress/policies/quant/kivi.hpp"
