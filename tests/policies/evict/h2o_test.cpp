@@ -92,8 +92,11 @@ TEST(H2O, PrefillKeepsTopHeavyPlusRecentThenEvictsArgminEachStep) {
                                      std::vector<float>(out.begin(), out.begin() + 256), 1e-5, 1e-5);
     for (int h = 0; h < 2; ++h) {
       const SlotView sv = c.slots(0, h);
-      for (std::size_t j = 0; j < sv.n; ++j)
-        if (sv.alive[j]) EXPECT_NEAR(sv.score[j], score[h][sv.pos[j]], 1e-4) << "pos " << sv.pos[j];
+      for (std::size_t j = 0; j < sv.n; ++j) {
+        if (sv.alive[j]) {
+          EXPECT_NEAR(sv.score[j], score[h][sv.pos[j]], 1e-4) << "pos " << sv.pos[j];
+        }
+      }
     }
   }
   EXPECT_EQ(c.size(0, 0), 16u);
@@ -152,6 +155,36 @@ TEST(H2O, GqaWithIdenticalQueryHeadsEqualsMha) {
     b.attend(0, q1.data() + t * 64, 1, o1.data());
     ASSERT_EQ(live_positions(a, 0), live_positions(b, 0)) << t;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// observe() (engines with their own attention hand a window of queries) accumulates exactly the
+// scores attend() would, and changes nothing else.
+TEST(H2O, ObserveAccumulatesLikeAttend) {
+  const CacheShape s{1, 4, 2, 64, 128};
+  Cache::Config cfg{};
+  cfg.evict.heavy_budget = 8;
+  cfg.evict.recent_budget = 8;
+  Cache a(s, cfg), b(s, cfg);
+  auto k = kvtest::random_kv(40, 2, 64, 12);
+  auto q = kvtest::random_kv(40, 4, 64, 13);
+  std::vector<float> out(q.size());
+  a.append(0, k.data(), k.data(), 40);
+  b.append(0, k.data(), k.data(), 40);
+  a.attend(0, q.data() + 24 * 256, 16, out.data());  // the last 16 queries as a window
+  b.observe(0, q.data() + 24 * 256, 16);
+  for (int h = 0; h < 2; ++h) {
+    const SlotView va = a.slots(0, h), vb = b.slots(0, h);
+    ASSERT_EQ(va.n, vb.n);
+    for (std::size_t j = 0; j < va.n; ++j) EXPECT_EQ(va.score[j], vb.score[j]);
+  }
+  a.end_prefill();
+  b.end_prefill();
+  EXPECT_TRUE(kvtest::snapshot(a) == kvtest::snapshot(b));
+  EXPECT_EQ(a.size(0, 0), 16u);
 }
 
 }  // namespace
