@@ -152,6 +152,7 @@ class KVCache {
     keep_.resize(tables_.size() * cap);
     retained_.resize(static_cast<std::size_t>(shape_.num_kv_heads) * cap);
     views_.resize(tables_.size());
+    compact_.resize(static_cast<std::size_t>(views_per_layer()));
   }
 
   KVCache(const KVCache&) = delete;
@@ -357,7 +358,7 @@ class KVCache {
     bytes += tables_.size() * shape_.capacity * kMetadataBytesPerSlot + scores_.size() * sizeof(float);
     for (const auto& w : workers_)
       bytes += (w.q.size() + w.acc.size() + w.logits.size() + w.input.size() + w.store.size()) * sizeof(float);
-    return bytes + keep_.size() + retained_.size() + views_.size() * sizeof(SlotView);
+    return bytes + keep_.size() + retained_.size() + compact_.size() + views_.size() * sizeof(SlotView);
   }
 
  private:
@@ -480,9 +481,8 @@ class KVCache {
 
     // Plan eviction and capacity without touching state, so a rejected append changes nothing.
     const std::size_t cap = shape_.capacity;
-    bool compact[64];
-    std::size_t block_tokens = Store::block_tokens(config_.quant);
-    detail::require(views_per_layer() <= 64, where, "num_kv_heads", shape_.num_kv_heads, "<= 64");
+    const std::size_t block_tokens = Store::block_tokens(config_.quant);
+    std::uint8_t* compact = compact_.data();
     for (int vw = 0; vw < views_per_layer(); ++vw) {
       const std::size_t ti = table_index(layer, vw);
       Table& t = tables_[ti];
@@ -492,7 +492,7 @@ class KVCache {
       std::size_t alive_after = 0;
       for (std::size_t j = 0; j < t.n; ++j) alive_after += (t.alive[j] && keep[j]) ? 1 : 0;
       const std::size_t dead = t.n - alive_after;
-      compact[vw] = dead >= block_tokens || t.n + n > cap;
+      compact[vw] = static_cast<std::uint8_t>(dead >= block_tokens || t.n + n > cap);
       std::size_t phys = t.n;
       if (compact[vw] && dead > 0) {
         for (std::size_t j = 0; j < t.n; ++j) keep[j] = static_cast<std::uint8_t>(t.alive[j] && keep[j]);
@@ -505,7 +505,7 @@ class KVCache {
       });
     }
     for (int vw = 0; vw < views_per_layer(); ++vw)
-      apply_keep(layer, vw, keep_.data() + table_index(layer, vw) * cap, compact[vw]);
+      apply_keep(layer, vw, keep_.data() + table_index(layer, vw) * cap, compact[vw] != 0);
 
     // Store K/V, one task per KV head.
     const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
@@ -666,6 +666,7 @@ class KVCache {
   std::vector<std::int64_t> seen_;
   std::vector<Worker> workers_;
   std::vector<std::uint8_t> keep_, retained_;
+  std::vector<std::uint8_t> compact_;  // per view of the layer being appended: compact now?
   std::vector<SlotView> views_;
   std::size_t ldl_ = 0;
 };
