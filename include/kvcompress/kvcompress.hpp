@@ -18,4 +18,5 @@
 #include "kvcompress/policies/merge/none.hpp"
 #include "kvcompress/policies/policy.hpp"
 #include "kvcompress/policies/quant/dense.hpp"
+#include "kvcompress/policies/quant/ggml.hpp"
 #include "kvcompress/policies/quant/kivi.hpp"
