@@ -78,7 +78,7 @@ struct Kivi {
   /// KIVI is tuning-free: no runtime knobs.
   struct Config {
     void validate(const CacheShape& shape) const {
-      detail::require(shape.head_dim % (32 / KBits) == 0 && value_group(shape.head_dim) > 0,
+      kvcompress::detail::require(shape.head_dim % (32 / KBits) == 0 && value_group(shape.head_dim) > 0,
                       "quant::Kivi", "head_dim", shape.head_dim,
                       "a multiple of " + std::to_string(32 / std::min(KBits, VBits)));
     }
