@@ -5,9 +5,10 @@
 /// run. `quant::None` keeps K and V in fp16 (what engines store); `quant::DenseF32` keeps fp32
 /// (the reference of the real-model evaluation).
 ///
-/// Block layout (block_tokens = 64 slots): [64][d] keys, then [64][d] values, each 64-byte
+/// Block layout (block_tokens = 256 slots): [256][d] keys, then [256][d] values, each 64-byte
 /// aligned, element type T. Eviction compacts physically (rows move down, whole free blocks go
-/// back to the pool).
+/// back to the pool). 256 slots per block: the decode kernels run once per block, and 64-slot
+/// blocks measured ~20 % slower (per-call overhead) at 16384 tokens, d = 128.
 
 #include <algorithm>
 #include <cstddef>
@@ -42,7 +43,7 @@ struct Dense {
   /// One (layer, KV head) stream.
   class Store {
    public:
-    static constexpr std::size_t kBlockTokens = 64;
+    static constexpr std::size_t kBlockTokens = 256;
 
     static std::size_t block_bytes(int d, const Config&) { return geometry(d).second; }
     static std::size_t block_tokens(const Config&) { return kBlockTokens; }
