@@ -4,6 +4,7 @@
 // independent KIVI oracle (tests/reference/kivi_reference.hpp), the error bound in double, the
 // zero-range [rec] rules, and argument checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/affine_quant.hpp"
 
 #include <gtest/gtest.h>
@@ -20,19 +21,7 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
 using kvcompress::to_float;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("expected"), std::string::npos) << e.what();
-  }
-}
 
 std::vector<float> random_values(std::size_t n, std::uint32_t seed, float lo = -3.0f, float hi = 3.0f) {
   std::mt19937 rng(seed);
@@ -273,20 +262,20 @@ TEST(AffineIntQuant, ErrorBoundOnStraddlingGroups) {
 TEST(AffineQuant, RejectsBadArguments) {
   const float x[4] = {0.0f, 1.0f, 2.0f, 3.0f};
   std::uint8_t q[4];
-  expect_invalid([&] { qc::affine_quantize(x, 4, 1, {0}, q); }, "bits");
-  expect_invalid([&] { qc::affine_quantize(x, 4, 1, {9}, q); }, "bits");
-  expect_invalid([&] { qc::affine_int_quantize(x, 4, 1, {9}, q); }, "bits");
-  expect_invalid([&] { qc::affine_quantize(x, 0, 1, {2}, q); }, "n");
-  expect_invalid([&] { qc::affine_quantize(x, 4, 0, {2}, q); }, "stride");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(x, 4, 1, {0}, q); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(x, 4, 1, {9}, q); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::affine_int_quantize(x, 4, 1, {9}, q); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(x, 0, 1, {2}, q); }, "n");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(x, 4, 0, {2}, q); }, "stride");
   qc::AffineConfig bad_clip;
   bad_clip.clip = 0.0f;
-  expect_invalid([&] { qc::affine_quantize(x, 4, 1, bad_clip, q); }, "clip");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(x, 4, 1, bad_clip, q); }, "clip");
   bad_clip.clip = 1.5f;
-  expect_invalid([&] { qc::affine_quantize(x, 4, 1, bad_clip, q); }, "clip");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(x, 4, 1, bad_clip, q); }, "clip");
   const float nan_x[3] = {0.0f, std::nanf(""), 1.0f};
-  expect_invalid([&] { qc::affine_quantize(nan_x, 3, 1, {2}, q); }, "x[1]");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(nan_x, 3, 1, {2}, q); }, "x[1]");
   const float big[2] = {-60000.0f, 60000.0f};
-  expect_invalid([&] { qc::affine_quantize(big, 2, 1, {1}, q); }, "max(x) - min(x)");
+  kvtest::expect_invalid_argument([&] { qc::affine_quantize(big, 2, 1, {1}, q); }, "max(x) - min(x)");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // every code at every position, converters against direct packing, argument checks. Expected
 // words are built arithmetically (code · 2^shift sums), not with the packers under test.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/bit_packing.hpp"
 
 #include <gtest/gtest.h>
@@ -16,17 +17,6 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 std::vector<std::uint8_t> random_codes(std::size_t n, int bits, std::uint32_t seed) {
   std::mt19937 rng(seed);
@@ -261,21 +251,21 @@ TEST(BitPacking, RejectsBadArguments) {
   std::uint8_t codes[40] = {};
   std::uint32_t words[8];
   std::uint8_t bytes[40];
-  expect_invalid([&] { qc::pack_pkivi(codes, 4, 3, words); }, "bits");
-  expect_invalid([&] { qc::unpack_pkivi(words, 4, 0, codes); }, "bits");
-  expect_invalid([&] { qc::pack_pcalib(codes, 4, 5, bytes); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::pack_pkivi(codes, 4, 3, words); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::unpack_pkivi(words, 4, 0, codes); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::pack_pcalib(codes, 4, 5, bytes); }, "bits");
   codes[2] = 4;
-  expect_invalid([&] { qc::pack_pkivi(codes, 4, 2, words); }, "codes[2]");
+  kvtest::expect_invalid_argument([&] { qc::pack_pkivi(codes, 4, 2, words); }, "codes[2]");
   codes[2] = 16;
-  expect_invalid([&] { qc::pack_ggml_q4(codes, 32, bytes); }, "codes[2]");
+  kvtest::expect_invalid_argument([&] { qc::pack_ggml_q4(codes, 32, bytes); }, "codes[2]");
   codes[2] = 0;
-  expect_invalid([&] { qc::pack_ggml_q4(codes, 31, bytes); }, "n");
-  expect_invalid([&] { qc::pack_kvq_token(codes, 12, words, 1); }, "d");
-  expect_invalid([&] { qc::pack_kvq_token(codes, 8, words, 0); }, "word_stride");
+  kvtest::expect_invalid_argument([&] { qc::pack_ggml_q4(codes, 31, bytes); }, "n");
+  kvtest::expect_invalid_argument([&] { qc::pack_kvq_token(codes, 12, words, 1); }, "d");
+  kvtest::expect_invalid_argument([&] { qc::pack_kvq_token(codes, 8, words, 0); }, "word_stride");
   codes[1] = 3;
-  expect_invalid([&] { qc::pack_trits(codes, 5, bytes); }, "trits[1]");
+  kvtest::expect_invalid_argument([&] { qc::pack_trits(codes, 5, bytes); }, "trits[1]");
   bytes[0] = 243;
-  expect_invalid([&] { qc::unpack_trits(bytes, 5, codes); }, "bytes[0]");
+  kvtest::expect_invalid_argument([&] { qc::unpack_trits(bytes, 5, codes); }, "bytes[0]");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // double), weights pulling centroids, determinism for a seed, equal weights = unweighted,
 // degenerate data, inertia, argument checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/calib/kmeans.hpp"
 
 #include <gtest/gtest.h>
@@ -17,18 +18,7 @@
 
 namespace {
 
-using kvcompress::InvalidArgument;
 namespace calib = kvcompress::calib;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 struct Blobs {
   std::vector<float> x;       // [n][dim]
@@ -182,20 +172,20 @@ TEST(KMeans, RejectsBadArguments) {
   const float x[4] = {0, 1, 2, 3};
   calib::KMeansConfig cfg;
   cfg.clusters = 2;
-  expect_invalid([&] { calib::weighted_kmeans(x, 4, 0, nullptr, cfg); }, "dim");
+  kvtest::expect_invalid_argument([&] { calib::weighted_kmeans(x, 4, 0, nullptr, cfg); }, "dim");
   calib::KMeansConfig zero = cfg;
   zero.clusters = 0;
-  expect_invalid([&] { calib::weighted_kmeans(x, 4, 1, nullptr, zero); }, "clusters");
+  kvtest::expect_invalid_argument([&] { calib::weighted_kmeans(x, 4, 1, nullptr, zero); }, "clusters");
   calib::KMeansConfig iters = cfg;
   iters.max_iterations = 0;
-  expect_invalid([&] { calib::weighted_kmeans(x, 4, 1, nullptr, iters); }, "max_iterations");
-  expect_invalid([&] { calib::weighted_kmeans(x, 1, 1, nullptr, cfg); }, "n");
+  kvtest::expect_invalid_argument([&] { calib::weighted_kmeans(x, 4, 1, nullptr, iters); }, "max_iterations");
+  kvtest::expect_invalid_argument([&] { calib::weighted_kmeans(x, 1, 1, nullptr, cfg); }, "n");
   const float w[4] = {1, -1, 1, 1};
-  expect_invalid([&] { calib::weighted_kmeans(x, 4, 1, w, cfg); }, "w[1]");
+  kvtest::expect_invalid_argument([&] { calib::weighted_kmeans(x, 4, 1, w, cfg); }, "w[1]");
   const float wz[4] = {0, 0, 0, 1};
-  expect_invalid([&] { calib::weighted_kmeans(x, 4, 1, wz, cfg); }, "n");
+  kvtest::expect_invalid_argument([&] { calib::weighted_kmeans(x, 4, 1, wz, cfg); }, "n");
   const float xn[4] = {0, NAN, 2, 3};
-  expect_invalid([&] { calib::weighted_kmeans(xn, 4, 1, nullptr, cfg); }, "x[1]");
+  kvtest::expect_invalid_argument([&] { calib::weighted_kmeans(xn, 4, 1, nullptr, cfg); }, "x[1]");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // known spectrum, exact rank-1 recovery, exact full rank, orthonormal Q, determinism, argument
 // checks. Needs Eigen (the `_eigen_test` suffix marks the targets that link Eigen3::Eigen).
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/calib/low_rank.hpp"
 
 #include <gtest/gtest.h>
@@ -16,7 +17,6 @@
 
 namespace {
 
-using kvcompress::InvalidArgument;
 namespace calib = kvcompress::calib;
 
 Eigen::MatrixXd random_orthonormal(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed) {
@@ -108,20 +108,12 @@ TEST(LowRank, DeterministicForASeed) {
 
 TEST(LowRank, RejectsBadArguments) {
   const Eigen::MatrixXf r = Eigen::MatrixXf::Ones(6, 4);
-  auto expect_invalid = [](auto&& f, const std::string& arg) {
-    try {
-      f();
-      ADD_FAILURE() << arg;
-    } catch (const InvalidArgument& e) {
-      EXPECT_NE(std::string(e.what()).find("'" + arg + "'"), std::string::npos) << e.what();
-    }
-  };
-  expect_invalid([&] { calib::power_iteration_low_rank(r, 0, 3); }, "rank");
-  expect_invalid([&] { calib::power_iteration_low_rank(r, 5, 3); }, "rank");
-  expect_invalid([&] { calib::power_iteration_low_rank(r, 2, 0); }, "loops");
+  kvtest::expect_invalid_argument([&] { calib::power_iteration_low_rank(r, 0, 3); }, "rank");
+  kvtest::expect_invalid_argument([&] { calib::power_iteration_low_rank(r, 5, 3); }, "rank");
+  kvtest::expect_invalid_argument([&] { calib::power_iteration_low_rank(r, 2, 0); }, "loops");
   Eigen::MatrixXf bad = r;
   bad(2, 1) = NAN;
-  expect_invalid([&] { calib::power_iteration_low_rank(bad, 2, 3); }, "r");
+  kvtest::expect_invalid_argument([&] { calib::power_iteration_low_rank(bad, 2, 3); }, "r");
 }
 
 }  // namespace

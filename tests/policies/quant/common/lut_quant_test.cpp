@@ -3,6 +3,7 @@
 // strict-threshold outlier), ties → lowest index, the half_range = 0 rule, brute-force nearest
 // entry and the non-outlier error bound in double, argument checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/lut_quant.hpp"
 
 #include <gtest/gtest.h>
@@ -20,17 +21,6 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 // §2 worked example: LUT [−0.9, −0.3, 0.25, 0.85], t_lo = 0.8, t_hi = 3.2 → offset 2.0, hr 1.2:
 // 1.0 → code 0 → 0.92; 3.0 → code 3 → 3.02; 2.2 → code 2 → 2.30; 9.0 is an outlier.
@@ -121,15 +111,15 @@ TEST(LutQuant, RejectsBadArguments) {
   std::uint8_t q[2] = {0, 5};
   float y[2];
   const qc::LutNormalization nrm{2.0f, 1.0f};
-  expect_invalid([&] { qc::lut_quantize(x, 2, 1, nrm, lut, 0, q); }, "bits");
-  expect_invalid([&] { qc::lut_quantize(x, 2, 1, nrm, lut, 9, q); }, "bits");
-  expect_invalid([&] { qc::lut_quantize(x, 0, 1, nrm, lut, 2, q); }, "n");
-  expect_invalid([&] { qc::lut_quantize(x, 2, 1, {2.0f, -1.0f}, lut, 2, q); }, "half_range");
+  kvtest::expect_invalid_argument([&] { qc::lut_quantize(x, 2, 1, nrm, lut, 0, q); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::lut_quantize(x, 2, 1, nrm, lut, 9, q); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::lut_quantize(x, 0, 1, nrm, lut, 2, q); }, "n");
+  kvtest::expect_invalid_argument([&] { qc::lut_quantize(x, 2, 1, {2.0f, -1.0f}, lut, 2, q); }, "half_range");
   const float bad_lut[4] = {0.0f, NAN, 0.0f, 0.0f};
-  expect_invalid([&] { qc::lut_quantize(x, 2, 1, nrm, bad_lut, 2, q); }, "lut[1]");
-  expect_invalid([&] { qc::lut_dequantize(q, 2, nrm, lut, 2, y, 1); }, "codes[1]");
-  expect_invalid([] { qc::lut_normalization(3.0f, 1.0f); }, "hi");
-  expect_invalid([] { qc::lut_normalization(NAN, 1.0f); }, "lo");
+  kvtest::expect_invalid_argument([&] { qc::lut_quantize(x, 2, 1, nrm, bad_lut, 2, q); }, "lut[1]");
+  kvtest::expect_invalid_argument([&] { qc::lut_dequantize(q, 2, nrm, lut, 2, y, 1); }, "codes[1]");
+  kvtest::expect_invalid_argument([] { qc::lut_normalization(3.0f, 1.0f); }, "hi");
+  kvtest::expect_invalid_argument([] { qc::lut_normalization(NAN, 1.0f); }, "lo");
 }
 
 }  // namespace

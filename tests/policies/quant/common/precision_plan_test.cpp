@@ -2,6 +2,7 @@
 // BB-12 (quantization.md §0): PrecisionPlan — AKVQ-VL-style token classes with pivots and
 // overrides, VidKV-style channel bit maps, argument checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/precision_plan.hpp"
 
 #include <gtest/gtest.h>
@@ -12,20 +13,9 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
 
 enum class Codec : qc::CodecId { kFp16, kInt4, kInt2, kInt1 };
 constexpr qc::CodecId id(Codec c) { return static_cast<qc::CodecId>(c); }
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 // AKVQ-VL TSA layer: text 4-bit, visual 2-bit (default), pivots fp16; later assignments win.
 TEST(PrecisionPlan, TokenClassesAndOverrides) {
@@ -60,15 +50,15 @@ TEST(PrecisionPlan, ChannelMap) {
 }
 
 TEST(PrecisionPlan, RejectsBadArguments) {
-  expect_invalid([] { qc::PrecisionPlan(0, 0); }, "head_dim");
+  kvtest::expect_invalid_argument([] { qc::PrecisionPlan(0, 0); }, "head_dim");
   qc::PrecisionPlan plan(8, 0);
-  expect_invalid([&] { plan.assign_tokens(-1, 4, 1); }, "begin");
-  expect_invalid([&] { plan.assign_tokens(4, 4, 1); }, "end");
-  expect_invalid([&] { plan.assign_token(-3, 1); }, "pos");
+  kvtest::expect_invalid_argument([&] { plan.assign_tokens(-1, 4, 1); }, "begin");
+  kvtest::expect_invalid_argument([&] { plan.assign_tokens(4, 4, 1); }, "end");
+  kvtest::expect_invalid_argument([&] { plan.assign_token(-3, 1); }, "pos");
   const std::uint16_t bad[2] = {1, 8};
-  expect_invalid([&] { plan.assign_channels(bad, 2, 1); }, "channels[1]");
+  kvtest::expect_invalid_argument([&] { plan.assign_channels(bad, 2, 1); }, "channels[1]");
   EXPECT_EQ(plan.channel_codec(1), 0);  // rejected call left the plan unchanged
-  expect_invalid([&] { plan.channel_codec(8); }, "c");
+  kvtest::expect_invalid_argument([&] { plan.channel_codec(8); }, "c");
 }
 
 }  // namespace

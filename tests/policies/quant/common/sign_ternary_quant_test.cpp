@@ -3,6 +3,7 @@
 // the spec's worked examples, both reconstruction conventions, γ, a double oracle, argument
 // checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/sign_ternary_quant.hpp"
 
 #include <gtest/gtest.h>
@@ -18,18 +19,7 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
 using kvcompress::to_float;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 // VidKV ternary example (γ = 0.7): v = [0.9, −0.1, −0.6, 0.2] → α = 0.45, τ = 0.315,
 // t = [1, 0, −1, 0], v̂ = [0.45, 0, −0.45, 0]; the reference dequantizer gives t itself.
@@ -116,12 +106,12 @@ TEST(Ternary, MatchesDoubleOracle) {
 TEST(SignTernary, RejectsBadArguments) {
   const float x[2] = {1.0f, -1.0f};
   std::uint8_t q[2];
-  expect_invalid([&] { qc::ternary_quantize(x, 2, 1, -0.1f, q); }, "gamma");
-  expect_invalid([&] { qc::ternary_quantize(x, 2, 1, NAN, q); }, "gamma");
-  expect_invalid([&] { qc::ternary_quantize(x, 0, 1, 0.7f, q); }, "n");
-  expect_invalid([&] { qc::sign_quantize(x, 2, 0, q); }, "stride");
+  kvtest::expect_invalid_argument([&] { qc::ternary_quantize(x, 2, 1, -0.1f, q); }, "gamma");
+  kvtest::expect_invalid_argument([&] { qc::ternary_quantize(x, 2, 1, NAN, q); }, "gamma");
+  kvtest::expect_invalid_argument([&] { qc::ternary_quantize(x, 0, 1, 0.7f, q); }, "n");
+  kvtest::expect_invalid_argument([&] { qc::sign_quantize(x, 2, 0, q); }, "stride");
   const float nan_x[2] = {NAN, 1.0f};
-  expect_invalid([&] { qc::sign_quantize(nan_x, 2, 1, q); }, "x[0]");
+  kvtest::expect_invalid_argument([&] { qc::sign_quantize(nan_x, 2, 1, q); }, "x[0]");
 }
 
 }  // namespace

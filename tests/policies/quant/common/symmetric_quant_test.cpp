@@ -2,6 +2,7 @@
 // BB-2 (quantization.md §0) and the ggml q8_0 settings of §10: worked example, codes against a
 // double oracle, error bound, zero group, argument checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/symmetric_quant.hpp"
 
 #include <gtest/gtest.h>
@@ -17,18 +18,7 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
 using kvcompress::to_float;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 // §10 q8_0 example: [0.5, −1, 0.25, 0, 0 × 28] → d = 1/127, codes [64, −127, 32, 0],
 // dequant ≈ [0.50394, −1.0, 0.25197, 0] (d stored as fp16).
@@ -104,12 +94,12 @@ TEST(SymmetricQuant, ZeroGroupIsExact) {
 TEST(SymmetricQuant, RejectsBadArguments) {
   const float x[2] = {1.0f, -1.0f};
   std::int8_t q[2];
-  expect_invalid([&] { qc::symmetric_quantize(x, 2, 1, {1}, q); }, "bits");
-  expect_invalid([&] { qc::symmetric_quantize(x, 2, 1, {9}, q); }, "bits");
-  expect_invalid([&] { qc::symmetric_quantize(x, 0, 1, {8}, q); }, "n");
-  expect_invalid([&] { qc::symmetric_quantize(x, 2, 0, {8}, q); }, "stride");
+  kvtest::expect_invalid_argument([&] { qc::symmetric_quantize(x, 2, 1, {1}, q); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::symmetric_quantize(x, 2, 1, {9}, q); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::symmetric_quantize(x, 0, 1, {8}, q); }, "n");
+  kvtest::expect_invalid_argument([&] { qc::symmetric_quantize(x, 2, 0, {8}, q); }, "stride");
   const float inf[2] = {1.0f, INFINITY};
-  expect_invalid([&] { qc::symmetric_quantize(inf, 2, 1, {8}, q); }, "x[1]");
+  kvtest::expect_invalid_argument([&] { qc::symmetric_quantize(inf, 2, 1, {8}, q); }, "x[1]");
 }
 
 }  // namespace

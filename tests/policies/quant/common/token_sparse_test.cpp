@@ -3,6 +3,7 @@
 // store — row lookup across token blocks, exact reconstruction of fp16 inputs, erase, the exact
 // memory_bytes()/bpe accounting of the [rec] layout, argument checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/token_sparse.hpp"
 
 #include <gtest/gtest.h>
@@ -19,17 +20,6 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 TEST(Outliers, ExtremesPerSide) {
   const float x[6] = {5, -3, 0, 9, -7, 1};
@@ -160,26 +150,26 @@ TEST(TokenSparse, MemoryBytesAndBpe) {
 }
 
 TEST(TokenSparse, RejectsBadArguments) {
-  expect_invalid([] { qc::TokenSparse(0, 4); }, "head_dim");
-  expect_invalid([] { qc::TokenSparse(70000, 4); }, "head_dim");
-  expect_invalid([] { qc::TokenSparse(8, 0); }, "tokens_per_block");
+  kvtest::expect_invalid_argument([] { qc::TokenSparse(0, 4); }, "head_dim");
+  kvtest::expect_invalid_argument([] { qc::TokenSparse(70000, 4); }, "head_dim");
+  kvtest::expect_invalid_argument([] { qc::TokenSparse(8, 0); }, "tokens_per_block");
   qc::TokenSparse s(8, 4);
   float row[8] = {0, 1, 2, 3, 4, 5, 6, NAN};
   const std::uint16_t unsorted[2] = {3, 1};
-  expect_invalid([&] { s.append_token(row, unsorted, 2); }, "idx[1]");
+  kvtest::expect_invalid_argument([&] { s.append_token(row, unsorted, 2); }, "idx[1]");
   const std::uint16_t big[1] = {8};
-  expect_invalid([&] { s.append_token(row, big, 1); }, "idx[0]");
+  kvtest::expect_invalid_argument([&] { s.append_token(row, big, 1); }, "idx[0]");
   const std::uint16_t nan_pos[1] = {7};
-  expect_invalid([&] { s.append_token(row, nan_pos, 1); }, "row[idx]");
+  kvtest::expect_invalid_argument([&] { s.append_token(row, nan_pos, 1); }, "row[idx]");
   const std::uint16_t all[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-  expect_invalid([&] { s.append_token(row, all, 9); }, "count");
+  kvtest::expect_invalid_argument([&] { s.append_token(row, all, 9); }, "count");
   EXPECT_EQ(s.tokens(), 0u);  // rejected appends leave the store unchanged
   EXPECT_EQ(s.memory_bytes(), 0u);
-  expect_invalid([&] { s.token_count(0); }, "t");
+  kvtest::expect_invalid_argument([&] { s.token_count(0); }, "t");
   std::uint16_t idx[4];
-  expect_invalid([&] { qc::select_extremes(row, 8, 1, idx); }, "x[7]");
-  expect_invalid([&] { qc::select_beyond(row, 7, 2.0f, 1.0f, qc::ThresholdRule::kStrict, idx); }, "t_hi");
-  expect_invalid([&] { qc::select_beyond(row, 0, 0.0f, 1.0f, qc::ThresholdRule::kStrict, idx); }, "n");
+  kvtest::expect_invalid_argument([&] { qc::select_extremes(row, 8, 1, idx); }, "x[7]");
+  kvtest::expect_invalid_argument([&] { qc::select_beyond(row, 7, 2.0f, 1.0f, qc::ThresholdRule::kStrict, idx); }, "t_hi");
+  kvtest::expect_invalid_argument([&] { qc::select_beyond(row, 0, 0.0f, 1.0f, qc::ThresholdRule::kStrict, idx); }, "n");
 }
 
 }  // namespace

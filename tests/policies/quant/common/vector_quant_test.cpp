@@ -3,6 +3,7 @@
 // example, ties → lowest index, exactness on centroids, brute force in double over random
 // per-group codebooks, a shared codebook, argument checks.
 
+#include "support/expect_invalid.hpp"
 #include "kvcompress/policies/quant/common/vector_quant.hpp"
 
 #include <gtest/gtest.h>
@@ -16,17 +17,6 @@
 namespace {
 
 namespace qc = kvcompress::quant::common;
-using kvcompress::InvalidArgument;
-
-template <class F>
-void expect_invalid(F&& f, const std::string& argument) {
-  try {
-    f();
-    ADD_FAILURE() << "expected InvalidArgument naming '" << argument << "'";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'" + argument + "'"), std::string::npos) << e.what();
-  }
-}
 
 // §3: c = 2, b = 2, centroids [(.5,.5), (−.5,−.5), (.5,−.5), (−.5,.5)]; (0.4, 0.7) has squared
 // distances [0.05, 2.25, 1.45, 0.85] → index 0 → (0.5, 0.5).
@@ -103,13 +93,13 @@ TEST(VectorQuant, RejectsBadArguments) {
   const float x[8] = {};
   std::uint16_t idx[8] = {0, 4};
   float y[8];
-  expect_invalid([&] { qc::vq_encode(x, 6, 4, cb, 0, 1, idx); }, "d");
-  expect_invalid([&] { qc::vq_encode(x, 8, 0, cb, 0, 1, idx); }, "c");
-  expect_invalid([&] { qc::vq_encode(x, 8, 2, cb, 0, 0, idx); }, "bits");
-  expect_invalid([&] { qc::vq_encode(x, 8, 2, cb, 0, 17, idx); }, "bits");
-  expect_invalid([&] { qc::vq_decode(idx, 4, 2, cb, 0, 2, y); }, "idx[1]");
+  kvtest::expect_invalid_argument([&] { qc::vq_encode(x, 6, 4, cb, 0, 1, idx); }, "d");
+  kvtest::expect_invalid_argument([&] { qc::vq_encode(x, 8, 0, cb, 0, 1, idx); }, "c");
+  kvtest::expect_invalid_argument([&] { qc::vq_encode(x, 8, 2, cb, 0, 0, idx); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::vq_encode(x, 8, 2, cb, 0, 17, idx); }, "bits");
+  kvtest::expect_invalid_argument([&] { qc::vq_decode(idx, 4, 2, cb, 0, 2, y); }, "idx[1]");
   const float nan_x[2] = {0.0f, NAN};
-  expect_invalid([&] { qc::vq_encode(nan_x, 2, 2, cb, 0, 1, idx); }, "x[1]");
+  kvtest::expect_invalid_argument([&] { qc::vq_encode(nan_x, 2, 2, cb, 0, 1, idx); }, "x[1]");
 }
 
 }  // namespace
