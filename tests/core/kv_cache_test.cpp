@@ -185,17 +185,17 @@ TEST(DenseCache, TruncateEqualsShorterPrefix) {
 }
 
 TEST(DenseCache, MemoryBytesIsExact) {
-  // Dense fp16, d = 128: a 256-slot block holds 256·128·2 bytes of K and as many of V; metadata
+  // Dense fp16, d = 128: a 128-slot block holds 128·128·2 bytes of K and as many of V; metadata
   // is 6 bytes per slot (int32 position, modality, alive flag) per layer.
   const CacheShape s{3, 8, 2, 128, 1000};
   DenseF16Cache c(s);
   EXPECT_EQ(c.memory_bytes(), 0u);
   auto k = kvtest::random_kv(300, 2, 128, 15);
   for (int l = 0; l < 3; ++l) c.append(l, k.data(), k.data(), 300);
-  const std::size_t blocks = 3 * 2 * 2;  // ceil(300 / 256) = 2 per stream
-  EXPECT_EQ(c.memory_bytes(), blocks * (2 * 256 * 128 * 2) + 3 * 300 * 6);
+  const std::size_t blocks = 3 * 2 * 3;  // ceil(300 / 128) = 3 per stream
+  EXPECT_EQ(c.memory_bytes(), blocks * (2 * 128 * 128 * 2) + 3 * 300 * 6);
   EXPECT_DOUBLE_EQ(DenseF16Cache::bytes_per_token(s), 3 * 2 * (2 * 128 * 2));
-  EXPECT_EQ(DenseF16Cache::arena_bytes(s), 3 * 2 * 4 * (2 * 256 * 128 * 2));  // ceil(1000/256) = 4
+  EXPECT_EQ(DenseF16Cache::arena_bytes(s), 3 * 2 * 8 * (2 * 128 * 128 * 2));  // ceil(1000/128) = 8
 }
 
 TEST(DenseCache, EngineArenaHoldsTheBlocks) {

@@ -48,9 +48,9 @@ TEST(StreamingLLM, KeepsSinksAndRecentWindow) {
     peak = std::max(peak, c.memory_bytes());
   }
   EXPECT_EQ(c.tokens_seen(0), 300);
-  // 20 live + fewer than one block (256) of lazily compacted dead slots, all within the 128-slot
-  // capacity: one block per stream (without freeing, 300 tokens would need two).
-  EXPECT_LE(peak, 2u * 2u * (2 * 256 * 64 * 2) + 2 * 128 * 6);
+  // 20 live + fewer than one block (128) of lazily compacted dead slots, all within the 128-slot
+  // capacity: one block per stream (without freeing, 300 tokens would need three).
+  EXPECT_LE(peak, 2u * 2u * (2 * 128 * 64 * 2) + 2 * 128 * 6);
 }
 
 TEST(StreamingLLM, ChunkLongerThanWindowIsTrimmedAtNextAppend) {
