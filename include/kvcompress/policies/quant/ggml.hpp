@@ -50,7 +50,7 @@
 #include "kvcompress/core/cache_shape.hpp"
 #include "kvcompress/core/errors.hpp"
 #include "kvcompress/core/float16.hpp"
-#include "kvcompress/core/slot_rows.hpp"
+#include "kvcompress/core/token_row_store.hpp"
 #include "kvcompress/kernels/ggml.hpp"
 #include "kvcompress/policies/quant/common/hadamard.hpp"
 #include "kvcompress/policies/quant/formats/ggml_blocks.hpp"
@@ -138,15 +138,13 @@ struct Ggml {
   };
 
   /// One (layer, KV head) stream.
-  class Store {
+  class Store : public TokenRowStore<64> {
    public:
-    static constexpr std::size_t kBlockTokens = 64;
-
-    static std::size_t block_bytes(int d, const Config&) { return geometry(d).second; }
-    static std::size_t block_tokens(const Config&) { return kBlockTokens; }
-    static std::size_t max_blocks(std::size_t capacity, const Config&) {
-      return (capacity + kBlockTokens - 1) / kBlockTokens;
+    static std::size_t block_bytes(int d, const Config&) {
+      return block_bytes_for(formats::ggml_row_bytes(kKeyType, d), formats::ggml_row_bytes(kValueType, d));
     }
+    static std::size_t block_tokens(const Config&) { return kBlockTokens; }
+    static std::size_t max_blocks(std::size_t capacity, const Config&) { return max_blocks_for(capacity); }
     /// Rotated variants need one d-float row to rotate an input before quantizing it.
     static std::size_t scratch_floats(int d, const Config&) {
       return Rotation == GgmlRotation::kNone ? 0 : static_cast<std::size_t>(d);
@@ -154,12 +152,13 @@ struct Ggml {
     static std::size_t fixed_bytes(int, const Config&) { return 0; }
 
     Store(int d, const Config&, BlockTable table)
-        : d_(d), rows_(geometry(d).first), table_(std::move(table)) {}
+        : TokenRowStore(formats::ggml_row_bytes(kKeyType, d), formats::ggml_row_bytes(kValueType, d),
+                        std::move(table)),
+          d_(d) {}
 
-    std::size_t size() const { return n_; }
     /// Packed bytes of one key / value row (d/32 ggml blocks).
-    std::size_t key_row_bytes() const { return rows_.row_bytes[kKeys]; }
-    std::size_t value_row_bytes() const { return rows_.row_bytes[kValues]; }
+    using TokenRowStore::key_row_bytes;
+    using TokenRowStore::value_row_bytes;
     /// Slot j's packed key / value row (ggml blocks, byte-identical to ggml).
     const std::uint8_t* key_row(std::size_t j) const { return row(kKeys, j); }
     const std::uint8_t* value_row(std::size_t j) const { return row(kValues, j); }
@@ -167,10 +166,10 @@ struct Ggml {
     /// Appends n slots; k and v are [n][ld] fp32 rows (d used). Quantized from fp32 (as
     /// llama.cpp's ggml_cpy of F32 K/V into a quantized cache).
     void append(const float* k, const float* v, std::size_t ld, std::size_t n, float* scratch) {
-      table_.grow_to(rows_.blocks_for(n_ + n));
-      for (std::size_t t = 0; t < n; ++t, ++n_) {
-        put(kKeyType, k + t * ld, kRotateKeys, row(kKeys, n_), scratch);
-        put(kValueType, v + t * ld, kRotateValues, row(kValues, n_), scratch);
+      const std::size_t first = begin_append(n);
+      for (std::size_t t = 0; t < n; ++t) {
+        put(kKeyType, k + t * ld, kRotateKeys, row(kKeys, first + t), scratch);
+        put(kValueType, v + t * ld, kRotateValues, row(kValues, first + t), scratch);
       }
     }
 
@@ -223,43 +222,15 @@ struct Ggml {
       }
     }
 
-    /// Every slot can be removed physically: retained = keep. Returns the size after compact().
-    std::size_t plan_compact(const std::uint8_t* keep, std::uint8_t* retained) const {
-      std::copy(keep, keep + n_, retained);
-      return static_cast<std::size_t>(std::count_if(keep, keep + n_, [](std::uint8_t x) { return x != 0; }));
-    }
-
-    /// Keeps exactly the slots with retained[j] != 0, in order; frees emptied blocks.
-    void compact(const std::uint8_t* retained, float*) {
-      rows_.compact(table_, kKeys, retained, n_);
-      n_ = rows_.compact(table_, kValues, retained, n_);
-      table_.shrink_to(rows_.blocks_for(n_));
-    }
-
-    /// Drops slots [n, size()).
-    void truncate(std::size_t n, float*) {
-      n_ = std::min(n, n_);
-      table_.shrink_to(rows_.blocks_for(n_));
-    }
-
-    void clear() { truncate(0, nullptr); }
-
-    /// Bytes this stream holds: its blocks (whole blocks, as allocated).
-    std::size_t memory_bytes() const { return table_.size() * geometry(d_).second; }
-
    private:
     enum Region { kKeys = 0, kValues = 1 };
-    static std::pair<SlotRows<2>, std::size_t> geometry(int d) {
-      SlotRows<2> r;
-      const std::size_t bytes =
-          r.layout(kBlockTokens, {formats::ggml_row_bytes(kKeyType, d), formats::ggml_row_bytes(kValueType, d)});
-      return {r, bytes};
+    std::uint8_t* row(Region r, std::size_t j) {
+      return reinterpret_cast<std::uint8_t*>(r == kKeys ? TokenRowStore::key_row(j) : TokenRowStore::value_row(j));
+    }
+    const std::uint8_t* row(Region r, std::size_t j) const {
+      return reinterpret_cast<const std::uint8_t*>(r == kKeys ? TokenRowStore::key_row(j) : TokenRowStore::value_row(j));
     }
     std::size_t ud() const { return static_cast<std::size_t>(d_); }
-    std::uint8_t* row(Region r, std::size_t j) { return reinterpret_cast<std::uint8_t*>(rows_.row(table_, r, j)); }
-    const std::uint8_t* row(Region r, std::size_t j) const {
-      return reinterpret_cast<const std::uint8_t*>(rows_.row(table_, r, j));
-    }
 
     void put(GgmlType type, const float* x, bool rotate, std::uint8_t* dst, float* scratch) {
       if (rotate) {
@@ -271,23 +242,18 @@ struct Ggml {
     }
 
     void logits_plain(const float* q, int rows, float* out, std::size_t ldl) const {
-      for (std::size_t j0 = 0; j0 < n_; j0 += kBlockTokens) {
-        const std::size_t nb = std::min(kBlockTokens, n_ - j0);
+      for_each_block([&](std::size_t j0, std::size_t nb) {
         kernels::ggml_logits(kKeyType, row(kKeys, j0), nb, d_, q, rows, out + j0, ldl, best_isa{});
-      }
+      });
     }
 
     void accumulate_plain(const float* p, std::size_t ldp, int rows, float* out) const {
-      for (std::size_t j0 = 0; j0 < n_; j0 += kBlockTokens) {
-        const std::size_t nb = std::min(kBlockTokens, n_ - j0);
+      for_each_block([&](std::size_t j0, std::size_t nb) {
         kernels::ggml_accumulate(kValueType, row(kValues, j0), nb, d_, p + j0, ldp, rows, out, best_isa{});
-      }
+      });
     }
 
     int d_;
-    SlotRows<2> rows_;
-    BlockTable table_;
-    std::size_t n_ = 0;
   };
 };
 
