@@ -7,5 +7,5 @@ set logscale y
 set format y '10^{%L}'
 set grid
 set key top right
-plot for [i=0:2] 'kl_vs_bits.dat' index i using 1:2 with points pt 7 ps 1.4 title columnheader(1), \
-     for [i=0:2] 'kl_vs_bits.dat' index i using 1:2:3 with labels left offset 0.8,0.3 font ',8' noenhanced notitle
+plot for [i=0:1] 'kl_vs_bits.dat' index i using 1:2 with points pt 7 ps 1.4 title columnheader(1), \
+     for [i=0:1] 'kl_vs_bits.dat' index i using 1:2:3 with labels left offset 0.8,0.3 font ',8' noenhanced notitle
