@@ -15,6 +15,14 @@
 /// every segment of the stream (compressed blocks and full-precision windows share one max and
 /// one sum, so the result is exact — no per-segment renormalisation), then one value pass.
 ///
+/// Prefill and end_prefill: when the eviction policy selects at prefill end (or a Merge policy is
+/// set), end_prefill hands the policy every layer's slots, scores, a window of recent queries and
+/// the full-precision K/V (PrefillContext), merges, and re-encodes the kept slots. With a lossy
+/// store the prompt is meanwhile held in fp16 staging blocks (its own pool, sized like a dense
+/// cache), so selection and merging never see dequantized prompt KV and the quantizer encodes
+/// the kept slots as if they were the prompt (quantization spec BB-16 rule 1). Engines call
+/// end_prefill() once the prompt is in; until then such a cache behaves as a dense fp16 cache.
+///
 /// Thread-safety: a KVCache is not thread-safe; calls on distinct caches are independent. Work
 /// inside one call is split over KV heads through the injected Executor.
 
@@ -35,9 +43,14 @@
 #include "kvcompress/core/modality.hpp"
 #include "kvcompress/core/policy_traits.hpp"
 #include "kvcompress/core/prefill_context.hpp"
+#include "kvcompress/core/query_rows.hpp"
 #include "kvcompress/core/slot_view.hpp"
+#include "kvcompress/core/token_info.hpp"
 #include "kvcompress/kernels/convert.hpp"
 #include "kvcompress/kernels/softmax.hpp"
+#include "kvcompress/policies/evict/none.hpp"
+#include "kvcompress/policies/merge/none.hpp"
+#include "kvcompress/policies/quant/dense.hpp"
 
 KVCOMPRESS_NAMESPACE_BEGIN
 
@@ -79,8 +92,8 @@ class KVCache {
                 "KVCache: Quant policy needs a nested `class Store` (core/policy_traits.hpp)");
   static_assert(traits::store_has_geometry<Quant>::value,
                 "KVCache: Quant::Store needs static block_tokens, block_bytes, max_blocks, fixed_bytes and scratch_floats (core/policy_traits.hpp)");
-  static_assert(traits::store_has_append<Quant>::value,
-                "KVCache: Quant::Store needs `void append(const float* k, const float* v, size_t ld, size_t n, float* scratch)` (core/policy_traits.hpp)");
+  static_assert(traits::store_has_append<Quant>::value || traits::store_takes_token_info<Quant>::value,
+                "KVCache: Quant::Store needs `void append(const float* k, const float* v, size_t ld, size_t n, [const TokenInfo&,] float* scratch)` (core/policy_traits.hpp)");
   static_assert(traits::store_has_attention<Quant>::value,
                 "KVCache: Quant::Store needs const `logits(q, rows, out, ldl)` and `accumulate(p, ldp, rows, out)` (core/policy_traits.hpp)");
   static_assert(traits::store_has_maintenance<Quant>::value,
@@ -88,17 +101,23 @@ class KVCache {
   static_assert(traits::has_name<Evict>::value && traits::has_config<Evict>::value,
                 "KVCache: Evict policy needs `kName` and `struct Config { validate(shape) }` (core/policy_traits.hpp)");
   static_assert(traits::has_eviction_flags<Evict>::value,
-                "KVCache: Evict policy needs `static constexpr bool kPerHead, kNeedsScores` (derive from evict::Base)");
+                "KVCache: Evict policy needs `static constexpr bool kPerHead, kNeedsScores, kSelectsAtPrefillEnd`, `kScoreMode` and `query_window(const Config&)` (derive from evict::Base)");
   static_assert(traits::has_make_room<Evict>::value,
                 "KVCache: Evict policy needs `static void make_room(const Config&, const SlotView&, size_t, uint8_t*)` (derive from evict::Base)");
   static_assert(traits::has_on_prefill_end<Evict>::value,
                 "KVCache: Evict policy needs `static void on_prefill_end(const Config&, PrefillContext&)` (derive from evict::Base)");
-  static_assert(Evict::kPerHead || !Evict::kNeedsScores,
-                "KVCache: attention scores are kept per KV head; an Evict policy with kNeedsScores must set kPerHead = true");
   static_assert(is_merge_policy_v<Merge>,
-                "KVCache: Merge policy needs `kName` and `struct Config { validate(shape) }` (core/policy_traits.hpp)");
+                "KVCache: Merge policy needs `kName`, `struct Config { validate(shape) }` and `static void merge(const Config&, const SlotView&, const uint8_t* keep, float* k, float* v, size_t d)` (core/policy_traits.hpp)");
 
   using Store = typename Quant::Store;
+  /// fp16 rows that hold the prompt until end_prefill when the store is lossy (BB-16 rule 1).
+  using StagingStore = typename quant::None::Store;
+  static constexpr bool kMerges = !std::is_same_v<Merge, merge::None>;
+  /// end_prefill rewrites every stream from full-precision rows (selection and/or merging).
+  static constexpr bool kRebuildsAtPrefillEnd = Evict::kSelectsAtPrefillEnd || kMerges;
+  static constexpr bool kExactStore =
+      std::is_same_v<Quant, quant::Dense<half>> || std::is_same_v<Quant, quant::Dense<float>>;
+  static constexpr bool kStaging = kRebuildsAtPrefillEnd && !kExactStore;
 
  public:
   using Policy = P;
@@ -130,6 +149,31 @@ class KVCache {
     stores_.reserve(streams);
     for (std::size_t s = 0; s < streams; ++s)
       stores_.emplace_back(shape_.head_dim, config_.quant, BlockTable(&pool_, max_blocks));
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    if constexpr (kStaging) {
+      const typename quant::None::Config sc{};
+      const std::size_t sb = StagingStore::max_blocks(shape_.capacity, sc);
+      staging_pool_ = BlockPool(StagingStore::block_bytes(shape_.head_dim, sc), streams * sb);
+      staging_.reserve(streams);
+      for (std::size_t s = 0; s < streams; ++s)
+        staging_.emplace_back(shape_.head_dim, sc, BlockTable(&staging_pool_, sb));
+    }
+    if constexpr (kRebuildsAtPrefillEnd) {
+      rebuild_k_.resize(shape_.capacity * d);
+      rebuild_v_.resize(shape_.capacity * d);
+      rebuild_pos_.resize(shape_.capacity);
+      rebuild_mod_.resize(shape_.capacity);
+    }
+    qwin_rows_max_ = Evict::query_window(config_.evict);
+    if (qwin_rows_max_ > 0) {
+      const std::size_t L = static_cast<std::size_t>(shape_.num_layers);
+      qwin_.assign(L * static_cast<std::size_t>(shape_.num_q_heads) * qwin_rows_max_ * d, 0.0f);
+      qwin_pos_.assign(L * qwin_rows_max_, 0);
+      qwin_views_.resize(L);
+      for (std::size_t l = 0; l < L; ++l)
+        qwin_views_[l] = QueryRows{qwin_.data() + l * static_cast<std::size_t>(shape_.num_q_heads) * qwin_rows_max_ * d,
+                                   qwin_pos_.data() + l * qwin_rows_max_, shape_.num_q_heads, 0, shape_.head_dim};
+    }
     const std::size_t cap = shape_.capacity;
     tables_.resize(static_cast<std::size_t>(shape_.num_layers) * views_per_layer());
     for (auto& t : tables_) {
@@ -137,10 +181,12 @@ class KVCache {
       t.mod.resize(cap);
       t.alive.resize(cap);
     }
-    if constexpr (Evict::kNeedsScores) scores_.assign(streams * cap, 0.0f);
+    if constexpr (Evict::kNeedsScores) {
+      scores_.assign(streams * cap, 0.0f);
+      if constexpr (!Evict::kPerHead) layer_scores_.assign(static_cast<std::size_t>(shape_.num_layers) * cap, 0.0f);
+    }
     seen_.assign(static_cast<std::size_t>(shape_.num_layers), 0);
     ldl_ = (cap + 15) / 16 * 16;
-    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
     workers_.resize(static_cast<std::size_t>(executor_->num_workers()));
     for (auto& w : workers_) {
       w.q.resize(kMaxRows * d);
@@ -231,7 +277,9 @@ class KVCache {
   }
 
   /// Call once the whole prompt has been appended to every layer: the eviction policy sees all
-  /// layers at once (cross-layer budgets) and the cache compacts what it evicted.
+  /// layers at once (cross-layer budgets), the merge policy folds evicted slots into kept ones,
+  /// and the cache re-encodes (or compacts) what was kept. Later calls (e.g. after each turn of
+  /// a chat) select again on what the store holds then — dequantized for a lossy store.
   void end_prefill() {
     const std::size_t cap = shape_.capacity;
     for (int l = 0; l < shape_.num_layers; ++l)
@@ -240,13 +288,24 @@ class KVCache {
         views_[t] = view(l, v);
         std::copy(tables_[t].alive.begin(), tables_[t].alive.begin() + tables_[t].n, keep_.begin() + t * cap);
       }
-    PrefillContext ctx(shape_, views_per_layer(), views_.data(), keep_.data(), cap);
+    PrefillSources sources;
+    sources.queries = qwin_rows_max_ > 0 ? qwin_views_.data() : nullptr;
+    sources.read = &read_full_precision;
+    sources.self = this;
+    sources.scale = last_scale_;
+    PrefillContext ctx(shape_, views_per_layer(), views_.data(), keep_.data(), cap, sources);
     Evict::on_prefill_end(config_.evict, ctx);
     for (int l = 0; l < shape_.num_layers; ++l)
       for (int v = 0; v < views_per_layer(); ++v) {
         const std::size_t t = table_index(l, v);
-        apply_keep(l, v, keep_.data() + t * cap, /*compact=*/true);
+        if constexpr (kRebuildsAtPrefillEnd) {
+          rebuild(l, v, keep_.data() + t * cap);
+        } else {
+          apply_keep(l, v, keep_.data() + t * cap, /*compact=*/true);
+        }
       }
+    prefill_open_ = false;
+    for (auto& q : qwin_views_) q.rows = 0;
   }
 
   /// Slots `layer`/`kv_head` attends to (live slots).
@@ -267,7 +326,8 @@ class KVCache {
     return view(layer, Evict::kPerHead ? kv_head : 0);
   }
 
-  /// The storage of (layer, kv_head), for inspection (e.g. KIVI's quantized/window split).
+  /// The storage of (layer, kv_head), for inspection (e.g. KIVI's quantized/window split). While
+  /// a staged prompt waits for end_prefill (see the class comment) this store is still empty.
   const Store& stream(int layer, int kv_head) const {
     check_head("KVCache::stream", layer, kv_head);
     return store(layer, kv_head);
@@ -297,15 +357,16 @@ class KVCache {
     std::size_t row = 0;
     for (int h = head_begin; h < head_end; ++h) {
       const Table& t = table(layer, h);
-      const Store& s = store(layer, h);
-      for (std::size_t j = 0; j < t.n;) {
-        if (!t.alive[j]) { ++j; continue; }
-        std::size_t e = j;
-        while (e < t.n && t.alive[e]) ++e;
-        s.read(j, e, k_out + row * d, v_out + row * d, d, workers_[0].store.data());
-        row += e - j;
-        j = e;
-      }
+      with_store(layer, h, [&](const auto& s) {
+        for (std::size_t j = 0; j < t.n;) {
+          if (!t.alive[j]) { ++j; continue; }
+          std::size_t e = j;
+          while (e < t.n && t.alive[e]) ++e;
+          s.read(j, e, k_out + row * d, v_out + row * d, d, workers_[0].store.data());
+          row += e - j;
+          j = e;
+        }
+      });
     }
   }
 
@@ -323,18 +384,23 @@ class KVCache {
             t.pos.begin());
         t.n = cut;
         t.n_alive = static_cast<std::size_t>(std::count(t.alive.begin(), t.alive.begin() + cut, 1));
-        for_each_head_of_view(v, [&](int h) { store(l, h).truncate(cut, workers_[0].store.data()); });
+        for_each_head_of_view(v, [&](int h) {
+          with_store(l, h, [&](auto& s) { s.truncate(cut, workers_[0].store.data()); });
+        });
       }
       auto& s = seen_[static_cast<std::size_t>(l)];
       s = std::min<std::int64_t>(s, static_cast<std::int64_t>(n_tokens));
     }
   }
 
-  /// Empties the cache (capacity stays reserved).
+  /// Empties the cache (capacity stays reserved); the next tokens are a new prompt.
   void clear() {
     for (auto& s : stores_) s.clear();
+    for (auto& s : staging_) s.clear();
     for (auto& t : tables_) t.n = t.n_alive = 0;
     std::fill(seen_.begin(), seen_.end(), 0);
+    for (auto& q : qwin_views_) q.rows = 0;
+    prefill_open_ = true;
   }
 
   /// Bytes the cache's contents occupy now: the blocks every stream holds (whole blocks), the
@@ -343,6 +409,7 @@ class KVCache {
   std::size_t memory_bytes() const {
     std::size_t bytes = 0;
     for (const auto& s : stores_) bytes += s.memory_bytes();
+    for (const auto& s : staging_) bytes += s.memory_bytes();
     for (const auto& t : tables_) bytes += t.n * kMetadataBytesPerSlot;
     if constexpr (Evict::kNeedsScores)
       for (int l = 0; l < shape_.num_layers; ++l)
@@ -350,10 +417,14 @@ class KVCache {
     return bytes;
   }
 
-  /// Everything this object allocated: the pool (unless engine-provided), windows, metadata at
-  /// capacity, and per-worker scratch.
+  /// Everything this object allocated: the pool (unless engine-provided), the fp16 prompt
+  /// staging pool and end_prefill buffers (policies that select at prefill end), windows,
+  /// metadata at capacity, query windows and per-worker scratch.
   std::size_t reserved_bytes() const {
     std::size_t bytes = owns_arena() ? pool_.block_bytes() * pool_.num_blocks() : 0;
+    if constexpr (kStaging) bytes += staging_pool_.block_bytes() * staging_pool_.num_blocks();
+    bytes += (rebuild_k_.size() + rebuild_v_.size() + qwin_.size() + layer_scores_.size()) * sizeof(float);
+    bytes += rebuild_pos_.size() * sizeof(std::int32_t) + rebuild_mod_.size() + qwin_pos_.size() * sizeof(std::int32_t);
     bytes += stores_.size() * Store::fixed_bytes(shape_.head_dim, config_.quant);
     bytes += tables_.size() * shape_.capacity * kMetadataBytesPerSlot + scores_.size() * sizeof(float);
     for (const auto& w : workers_)
@@ -395,6 +466,115 @@ class KVCache {
   Table& table(int l, int h) { return tables_[table_index(l, Evict::kPerHead ? h : 0)]; }
   const Table& table(int l, int h) const { return tables_[table_index(l, Evict::kPerHead ? h : 0)]; }
   float* scores(int l, int h) { return scores_.data() + stream_index(l, h) * shape_.capacity; }
+  const float* scores(int l, int h) const { return scores_.data() + stream_index(l, h) * shape_.capacity; }
+
+  // Calls f with the store that holds (l, h) now: the fp16 staging store while a staged prompt
+  // waits for end_prefill, the policy's store otherwise.
+  template <class F>
+  void with_store(int l, int h, F&& f) {
+    if constexpr (kStaging)
+      if (prefill_open_) return f(staging_[stream_index(l, h)]);
+    f(store(l, h));
+  }
+  template <class F>
+  void with_store(int l, int h, F&& f) const {
+    if constexpr (kStaging)
+      if (prefill_open_) return f(staging_[stream_index(l, h)]);
+    f(store(l, h));
+  }
+
+  // Store::append with the token facts when the store takes them (core/token_info.hpp).
+  template <class S>
+  static void store_append(S& s, const float* k, const float* v, std::size_t ld, std::size_t n,
+                           const TokenInfo& info, float* scratch) {
+    if constexpr (std::is_same_v<S, Store> && traits::store_takes_token_info<Quant>::value) {
+      s.append(k, v, ld, n, info, scratch);
+    } else {
+      s.append(k, v, ld, n, scratch);
+    }
+  }
+
+  // PrefillSources::read: every physical slot of (layer, kv_head) as fp32 rows.
+  static void read_full_precision(const void* self, int layer, int kv_head, float* k, float* v) {
+    auto* c = const_cast<KVCache*>(static_cast<const KVCache*>(self));
+    c->check_head("PrefillContext::read", layer, kv_head);
+    const std::size_t n = c->table(layer, kv_head).n;
+    const std::size_t d = static_cast<std::size_t>(c->shape_.head_dim);
+    c->with_store(layer, kv_head, [&](const auto& s) {
+      if (n > 0) s.read(0, n, k, v, d, c->workers_[0].store.data());
+    });
+  }
+
+  // end_prefill for policies that select or merge: reads each head's full-precision rows, lets
+  // the merge policy rewrite the kept anchors, and re-encodes the kept rows into the policy's
+  // store (empty staging). Positions and labels travel with the kept slots.
+  void rebuild(int l, int v, const std::uint8_t* keep) {
+    Table& t = tables_[table_index(l, v)];
+    const std::size_t n = t.n;
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    std::uint8_t* kept = retained_.data();
+    std::size_t m = 0;
+    for (std::size_t j = 0; j < n; ++j) {
+      kept[j] = static_cast<std::uint8_t>(t.alive[j] && keep[j]);
+      if (!kept[j]) continue;
+      rebuild_pos_[m] = t.pos[j];
+      rebuild_mod_[m] = t.mod[j];
+      ++m;
+    }
+    const SlotView sv = view(l, v);
+    float* K = rebuild_k_.data();
+    float* V = rebuild_v_.data();
+    for_each_head_of_view(v, [&](int h) {
+      with_store(l, h, [&](const auto& s) {
+        if (n > 0) s.read(0, n, K, V, d, workers_[0].store.data());
+      });
+      if constexpr (kMerges) Merge::merge(config_.merge, sv, kept, K, V, d);
+      std::size_t o = 0;
+      for (std::size_t j = 0; j < n; ++j) {
+        if (!kept[j]) continue;
+        if (o != j) {
+          std::copy(K + j * d, K + (j + 1) * d, K + o * d);
+          std::copy(V + j * d, V + (j + 1) * d, V + o * d);
+        }
+        ++o;
+      }
+      if constexpr (kStaging) staging_[stream_index(l, h)].clear();
+      store(l, h).clear();
+      if (m > 0)
+        store_append(store(l, h), K, V, d, m, TokenInfo{rebuild_pos_.data(), rebuild_mod_.data()},
+                     workers_[0].store.data());
+      if constexpr (Evict::kNeedsScores) compact_array(scores(l, h), kept, n);
+    });
+    std::copy(rebuild_pos_.begin(), rebuild_pos_.begin() + static_cast<std::ptrdiff_t>(m), t.pos.begin());
+    std::copy(rebuild_mod_.begin(), rebuild_mod_.begin() + static_cast<std::ptrdiff_t>(m), t.mod.begin());
+    std::fill(t.alive.begin(), t.alive.begin() + static_cast<std::ptrdiff_t>(m), std::uint8_t{1});
+    t.n = t.n_alive = m;
+  }
+
+  // Keeps the last query_window() query rows given to `layer` before end_prefill ([Hq][W][d]).
+  template <class T>
+  void remember_queries(int layer, const T* q, std::size_t n_q) {
+    QueryRows& w = qwin_views_[static_cast<std::size_t>(layer)];
+    const std::size_t W = qwin_rows_max_;
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    const std::size_t hq = static_cast<std::size_t>(shape_.num_q_heads);
+    const std::size_t take = std::min(W, n_q);
+    const std::size_t keep_old = std::min(w.rows, W - take);
+    const std::size_t drop = w.rows - keep_old;
+    float* base = qwin_.data() + static_cast<std::size_t>(layer) * hq * W * d;
+    std::int32_t* pos = qwin_pos_.data() + static_cast<std::size_t>(layer) * W;
+    const std::int64_t pos0 = seen_[static_cast<std::size_t>(layer)] - static_cast<std::int64_t>(n_q);
+    for (std::size_t g = 0; g < hq; ++g) {
+      float* rows = base + g * W * d;
+      if (drop > 0 && keep_old > 0) std::copy(rows + drop * d, rows + (drop + keep_old) * d, rows);
+      for (std::size_t i = 0; i < take; ++i)
+        kernels::convert(q + (n_q - take + i) * hq * d + g * d, rows + (keep_old + i) * d, d, best_isa{});
+    }
+    if (drop > 0 && keep_old > 0) std::copy(pos + drop, pos + drop + keep_old, pos);
+    for (std::size_t i = 0; i < take; ++i)
+      pos[keep_old + i] = static_cast<std::int32_t>(pos0 + static_cast<std::int64_t>(n_q - take + i));
+    w.rows = keep_old + take;
+  }
 
   template <class F>
   void for_each_head_of_view(int v, F&& f) {
@@ -415,7 +595,21 @@ class KVCache {
     s.alive = t.alive.data();
     s.tokens_seen = seen_[static_cast<std::size_t>(l)];
     s.layer = l;
-    if constexpr (Evict::kNeedsScores) s.score = scores_.data() + stream_index(l, v) * shape_.capacity;
+    if constexpr (Evict::kNeedsScores) {
+      if constexpr (Evict::kPerHead) {
+        s.score = scores(l, v);
+      } else {  // layer-shared score: the mean over the layer's KV heads (eviction spec §1.2)
+        float* mean = layer_scores_.data() + static_cast<std::size_t>(l) * shape_.capacity;
+        std::fill(mean, mean + t.n, 0.0f);
+        for (int h = 0; h < shape_.num_kv_heads; ++h) {
+          const float* sc = scores(l, h);
+          for (std::size_t j = 0; j < t.n; ++j) mean[j] += sc[j];
+        }
+        const float inv = 1.0f / static_cast<float>(shape_.num_kv_heads);
+        for (std::size_t j = 0; j < t.n; ++j) mean[j] *= inv;
+        s.score = mean;
+      }
+    }
     return s;
   }
 
@@ -448,8 +642,10 @@ class KVCache {
     std::uint8_t* retained = retained_.data();
     std::size_t new_n = 0;
     for_each_head_of_view(v, [&](int h) {
-      new_n = store(l, h).plan_compact(t.alive.data(), retained);
-      store(l, h).compact(retained, workers_[0].store.data());
+      with_store(l, h, [&](auto& s) {
+        new_n = s.plan_compact(t.alive.data(), retained);
+        s.compact(retained, workers_[0].store.data());
+      });
       if constexpr (Evict::kNeedsScores) compact_array(scores(l, h), retained, t.n);
     });
     compact_array(t.pos.data(), retained, t.n);
@@ -497,7 +693,9 @@ class KVCache {
       if (compact[vw] && dead > 0) {
         for (std::size_t j = 0; j < t.n; ++j) keep[j] = static_cast<std::uint8_t>(t.alive[j] && keep[j]);
         phys = 0;
-        for_each_head_of_view(vw, [&](int h) { phys = std::max(phys, store(layer, h).plan_compact(keep, retained_.data())); });
+        for_each_head_of_view(vw, [&](int h) {
+          with_store(layer, h, [&](const auto& s) { phys = std::max(phys, s.plan_compact(keep, retained_.data())); });
+        });
       }
       detail::require(phys + n <= cap, where, "n_tokens", n, [&] {
         return "<= free capacity " + std::to_string(cap - std::min(cap, phys)) + " of layer " +
@@ -507,28 +705,7 @@ class KVCache {
     for (int vw = 0; vw < views_per_layer(); ++vw)
       apply_keep(layer, vw, keep_.data() + table_index(layer, vw) * cap, compact[vw] != 0);
 
-    // Store K/V, one task per KV head.
-    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
-    auto task = [&](std::size_t h, int w) {
-      Store& s = store(layer, static_cast<int>(h));
-      Worker& wk = workers_[static_cast<std::size_t>(w)];
-      if constexpr (std::is_same_v<T, float>) {
-        s.append(k + h * d, v + h * d, hd, n, wk.store.data());
-      } else {
-        for (std::size_t t0 = 0; t0 < n; t0 += kAppendChunk) {
-          const std::size_t c = std::min(kAppendChunk, n - t0);
-          float* kf = wk.input.data();
-          float* vf = kf + kAppendChunk * d;
-          for (std::size_t t = 0; t < c; ++t) {
-            kernels::convert(k + (t0 + t) * hd + h * d, kf + t * d, d, best_isa{});
-            kernels::convert(v + (t0 + t) * hd + h * d, vf + t * d, d, best_isa{});
-          }
-          s.append(kf, vf, d, c, wk.store.data());
-        }
-      }
-    };
-    executor_->run(static_cast<std::size_t>(shape_.num_kv_heads), TaskRef(task));
-
+    // Slot metadata of the new tokens first: stores that take TokenInfo read it.
     std::int64_t& seen = seen_[static_cast<std::size_t>(layer)];
     for (int vw = 0; vw < views_per_layer(); ++vw) {
       Table& t = tables_[table_index(layer, vw)];
@@ -537,6 +714,36 @@ class KVCache {
         t.mod[t.n + i] = mods ? mods[i] : mod;
         t.alive[t.n + i] = 1;
       }
+    }
+
+    // Store K/V, one task per KV head.
+    const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    auto task = [&](std::size_t h, int w) {
+      const Table& t = table(layer, static_cast<int>(h));
+      Worker& wk = workers_[static_cast<std::size_t>(w)];
+      with_store(layer, static_cast<int>(h), [&](auto& s) {
+        if constexpr (std::is_same_v<T, float>) {
+          store_append(s, k + h * d, v + h * d, hd, n, TokenInfo{t.pos.data() + t.n, t.mod.data() + t.n},
+                       wk.store.data());
+        } else {
+          for (std::size_t t0 = 0; t0 < n; t0 += kAppendChunk) {
+            const std::size_t c = std::min(kAppendChunk, n - t0);
+            float* kf = wk.input.data();
+            float* vf = kf + kAppendChunk * d;
+            for (std::size_t i = 0; i < c; ++i) {
+              kernels::convert(k + (t0 + i) * hd + h * d, kf + i * d, d, best_isa{});
+              kernels::convert(v + (t0 + i) * hd + h * d, vf + i * d, d, best_isa{});
+            }
+            store_append(s, kf, vf, d, c, TokenInfo{t.pos.data() + t.n + t0, t.mod.data() + t.n + t0},
+                         wk.store.data());
+          }
+        }
+      });
+    };
+    executor_->run(static_cast<std::size_t>(shape_.num_kv_heads), TaskRef(task));
+
+    for (int vw = 0; vw < views_per_layer(); ++vw) {
+      Table& t = tables_[table_index(layer, vw)];
       if constexpr (Evict::kNeedsScores)
         for_each_head_of_view(vw, [&](int h) { std::fill(scores(layer, h) + t.n, scores(layer, h) + t.n + n, 0.0f); });
       t.n += n;
@@ -563,17 +770,25 @@ class KVCache {
     detail::require(opt.scale >= 0.0f && std::isfinite(opt.scale), where, "options.scale", opt.scale,
                     "0 (meaning 1/sqrt(head_dim)) or a positive finite value");
     const float scale = opt.scale > 0.0f ? opt.scale : 1.0f / std::sqrt(static_cast<float>(shape_.head_dim));
+    last_scale_ = scale;
+    if (qwin_rows_max_ > 0 && prefill_open_) remember_queries(layer, q, n_q);
+    if constexpr (Evict::kNeedsScores && Evict::kScoreMode == evict::ScoreMode::kLatest) {
+      if (update_scores)
+        for (int h = 0; h < shape_.num_kv_heads; ++h)
+          std::fill(scores(layer, h), scores(layer, h) + table(layer, h).n, 0.0f);
+    }
     auto task = [&](std::size_t h, int w) {
-      attend_head(layer, static_cast<int>(h), q, n_q, out, scale, opt.lse, update_scores,
-                  workers_[static_cast<std::size_t>(w)]);
+      with_store(layer, static_cast<int>(h), [&](const auto& s) {
+        attend_head(s, layer, static_cast<int>(h), q, n_q, out, scale, opt.lse, update_scores,
+                    workers_[static_cast<std::size_t>(w)]);
+      });
     };
     executor_->run(static_cast<std::size_t>(shape_.num_kv_heads), TaskRef(task));
   }
 
-  template <class T>
-  void attend_head(int layer, int h, const T* q, std::size_t n_q, T* out, float scale, float* lse,
+  template <class S, class T>
+  void attend_head(const S& s, int layer, int h, const T* q, std::size_t n_q, T* out, float scale, float* lse,
                    bool update_scores, Worker& wk) {
-    const Store& s = store(layer, h);
     const Table& t = table(layer, h);
     const std::size_t n = t.n;
     const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
@@ -669,6 +884,21 @@ class KVCache {
   std::vector<std::uint8_t> compact_;  // per view of the layer being appended: compact now?
   std::vector<SlotView> views_;
   std::size_t ldl_ = 0;
+  // Layer-shared scores of per-layer policies (mean over KV heads), refreshed by view().
+  mutable std::vector<float> layer_scores_;
+  // fp16 staging of the prompt until end_prefill (kStaging) and end_prefill's row buffers.
+  bool prefill_open_ = true;
+  BlockPool staging_pool_;
+  std::vector<StagingStore> staging_;
+  std::vector<float> rebuild_k_, rebuild_v_;
+  std::vector<std::int32_t> rebuild_pos_;
+  std::vector<Modality> rebuild_mod_;
+  // The last query_window() query rows per layer before end_prefill ([L][Hq][W][d]).
+  std::size_t qwin_rows_max_ = 0;
+  std::vector<float> qwin_;
+  std::vector<std::int32_t> qwin_pos_;
+  std::vector<QueryRows> qwin_views_;
+  float last_scale_ = 0.0f;
 };
 
 KVCOMPRESS_NAMESPACE_END

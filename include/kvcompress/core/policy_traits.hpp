@@ -19,13 +19,20 @@
 ///   `size_t plan_compact(const uint8_t* keep, uint8_t* retained) const;`
 ///   `void compact(const uint8_t* retained, float* scratch); void truncate(size_t n, float*);`
 ///   `void clear(); size_t memory_bytes() const;`
+///   A store that needs positions or modality labels (pre-RoPE keys, mixed precision by
+///   modality) declares instead the append taking `const TokenInfo&` before the scratch pointer
+///   (core/token_info.hpp); the cache calls whichever exists.
 ///
-/// **Evict** (which slots to keep; see policies/evict/base.hpp):
-///   `kName; static constexpr bool kPerHead, kNeedsScores; struct Config { validate(shape) };`
+/// **Evict** (which slots to keep; defaults and their meaning in policies/evict/none.hpp, Base):
+///   `kName; static constexpr bool kPerHead, kNeedsScores, kSelectsAtPrefillEnd;`
+///   `static constexpr ScoreMode kScoreMode; struct Config { validate(shape) };`
+///   `static size_t query_window(const Config&);`
 ///   `static void make_room(const Config&, const SlotView&, size_t n_incoming, uint8_t* keep);`
 ///   `static void on_prefill_end(const Config&, PrefillContext&);`
 ///
-/// **Merge** (how evicted slots fold into kept ones; issue-5 methods): `kName; struct Config`.
+/// **Merge** (how evicted slots fold into kept ones; see policies/merge/none.hpp):
+///   `kName; struct Config { validate(shape) };`
+///   `static void merge(const Config&, const SlotView&, const uint8_t* keep, float* k, float* v, size_t d);`
 
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +41,7 @@
 #include "kvcompress/core/block_pool.hpp"
 #include "kvcompress/core/cache_shape.hpp"
 #include "kvcompress/core/slot_view.hpp"
+#include "kvcompress/core/token_info.hpp"
 
 KVCOMPRESS_NAMESPACE_BEGIN
 
@@ -83,6 +91,14 @@ struct store_has_append<P, std::void_t<decltype(std::declval<typename P::Store&>
     : std::true_type {};
 
 template <class, class = void>
+struct store_takes_token_info : std::false_type {};
+template <class P>
+struct store_takes_token_info<P, std::void_t<decltype(std::declval<typename P::Store&>().append(
+                                     std::declval<const float*>(), std::declval<const float*>(),
+                                     std::size_t{}, std::size_t{}, std::declval<const TokenInfo&>(),
+                                     std::declval<float*>()))>> : std::true_type {};
+
+template <class, class = void>
 struct store_has_attention : std::false_type {};
 template <class P>
 struct store_has_attention<
@@ -113,8 +129,20 @@ struct store_has_maintenance<
 template <class, class = void>
 struct has_eviction_flags : std::false_type {};
 template <class P>
-struct has_eviction_flags<P, std::void_t<decltype(bool{P::kPerHead}), decltype(bool{P::kNeedsScores})>>
+struct has_eviction_flags<P, std::void_t<decltype(bool{P::kPerHead}), decltype(bool{P::kNeedsScores}),
+                                         decltype(bool{P::kSelectsAtPrefillEnd}), decltype(P::kScoreMode),
+                                         decltype(std::size_t{P::query_window(
+                                             std::declval<const typename P::Config&>())})>>
     : std::true_type {};
+
+template <class, class = void>
+struct has_merge_fn : std::false_type {};
+template <class P>
+struct has_merge_fn<P, std::void_t<decltype(P::merge(std::declval<const typename P::Config&>(),
+                                                     std::declval<const SlotView&>(),
+                                                     std::declval<const std::uint8_t*>(),
+                                                     std::declval<float*>(), std::declval<float*>(),
+                                                     std::size_t{}))>> : std::true_type {};
 
 template <class, class = void>
 struct has_make_room : std::false_type {};
@@ -137,7 +165,8 @@ template <class Q>
 inline constexpr bool is_quant_policy_v =
     traits::has_name<Q>::value && traits::has_config<Q>::value && traits::has_store<Q>::value &&
     traits::has_max_abs_input<Q>::value && traits::store_has_geometry<Q>::value &&
-    traits::store_has_append<Q>::value && traits::store_has_attention<Q>::value &&
+    (traits::store_has_append<Q>::value || traits::store_takes_token_info<Q>::value) &&
+    traits::store_has_attention<Q>::value &&
     traits::store_has_maintenance<Q>::value;
 
 /// True when E satisfies the Evict contract above.
@@ -149,6 +178,7 @@ inline constexpr bool is_evict_policy_v =
 
 /// True when M satisfies the Merge contract above.
 template <class M>
-inline constexpr bool is_merge_policy_v = traits::has_name<M>::value && traits::has_config<M>::value;
+inline constexpr bool is_merge_policy_v =
+    traits::has_name<M>::value && traits::has_config<M>::value && traits::has_merge_fn<M>::value;
 
 KVCOMPRESS_NAMESPACE_END

@@ -32,6 +32,7 @@ struct H2O : Base {
   static constexpr const char* kName = "h2o";
   static constexpr bool kPerHead = true;
   static constexpr bool kNeedsScores = true;
+  static constexpr bool kSelectsAtPrefillEnd = true;
 
   struct Config {
     std::size_t heavy_budget = 0;   ///< k_h: heavy-hitter slots kept

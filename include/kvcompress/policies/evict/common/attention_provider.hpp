@@ -24,6 +24,7 @@
 #include <string>
 
 #include "kvcompress/core/errors.hpp"
+#include "kvcompress/core/query_rows.hpp"
 #include "kvcompress/kernels/isa.hpp"
 #include "kvcompress/kernels/softmax.hpp"
 
@@ -31,23 +32,8 @@ KVCOMPRESS_NAMESPACE_BEGIN
 namespace evict {
 namespace common {
 
-/// Post-RoPE query rows of one layer.
-struct QueryRows {
-  const float* q = nullptr;           ///< [num_heads][rows][head_dim]
-  const std::int32_t* pos = nullptr;  ///< [rows] original positions of the rows
-  int num_heads = 0;                  ///< Hq
-  std::size_t rows = 0;               ///< |Qset|
-  int head_dim = 0;                   ///< d
-};
-
-/// Post-RoPE cached keys of one layer.
-struct KeyRows {
-  const float* k = nullptr;           ///< [num_heads][n][head_dim]
-  const std::int32_t* pos = nullptr;  ///< [n] original positions of the slots
-  int num_heads = 0;                  ///< Hkv
-  std::size_t n = 0;                  ///< cache length
-  int head_dim = 0;                   ///< d
-};
+using ::kvcompress::KeyRows;
+using ::kvcompress::QueryRows;
 
 /// Materialised attention probabilities of a query set (back-end 1, or the output of back-end 2).
 /// Masked (future) entries are 0.
