@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Append (prefill-side compression) throughput: append/<cache>/<context>/t<threads>
-//   cache   ∈ {dense_f16, dense_f32, kivi2, kivi4, q8_0, q4_0}; context ∈ {1024, 4096, 16384, 65536};
+//   cache   ∈ kv_setup.hpp's for_each_cache (dense_f16, dense_f32, kivi2, …); context ∈ {1024, 4096, 16384, 65536};
 //   threads ∈ {1 (SerialExecutor), 2 (ThreadPoolExecutor(2))}; one layer, 32 query heads,
 //   8 KV heads, head_dim 128. Google Benchmark appends "/manual_time" to every name.
 //
@@ -83,14 +83,10 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
 
   for (int context : kb::kContexts)
-    for (int threads : kb::kThreadCounts) {
-      register_append<kb::DenseF16>("dense_f16", context, threads);
-      register_append<kb::DenseF32>("dense_f32", context, threads);
-      register_append<kb::Kivi2>("kivi2", context, threads);
-      register_append<kb::Kivi4>("kivi4", context, threads);
-      register_append<kb::Q8_0>("q8_0", context, threads);
-      register_append<kb::Q4_0>("q4_0", context, threads);
-    }
+    for (int threads : kb::kThreadCounts)
+      kb::for_each_cache([&](auto tag, const char* name, double) {
+        register_append<typename decltype(tag)::type>(name, context, threads);
+      });
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Decode attention over a prefilled cache: decode/<cache>/<context>/t<threads>
-//   cache   ∈ {dense_f16, dense_f32, kivi2, kivi4, q8_0, q4_0}; context ∈ {1024, 4096, 16384, 65536};
+//   cache   ∈ kv_setup.hpp's for_each_cache (dense_f16, dense_f32, kivi2, …); context ∈ {1024, 4096, 16384, 65536};
 //   threads ∈ {1 (SerialExecutor), 2 (ThreadPoolExecutor(2))}; one layer, 32 query heads,
 //   8 KV heads, head_dim 128. Google Benchmark appends
 //   "/iterations:<n>/manual_time" to every name.
@@ -134,12 +134,10 @@ void probe(const char* cache_name, int threads) {
 /// Iterations for one benchmark: as many flush + attend rounds as fit the time budget, rounded
 /// down to 3, 5, 10, 20, 50, ... 1000 so that names (which carry the count) stay stable.
 int planned_iterations(const std::string& cache, int context, int threads) {
-  const double bits = cache == "dense_f32"   ? 32
-                      : cache == "dense_f16" ? 16
-                      : cache == "q8_0"      ? 8.5
-                      : cache == "kivi4"     ? 5
-                      : cache == "q4_0"      ? 4.5
-                                             : 3;
+  double bits = 16;
+  kb::for_each_cache([&](auto, const char* name, double b) {
+    if (cache == name) bits = b;
+  });
   const double bytes = bits / 8 * context * kb::kKvHeads * kb::kHeadDim * 2;
   const auto it = probe_seconds_per_byte().find({cache, threads});
   const double per_byte = it != probe_seconds_per_byte().end() ? it->second : 1.0 / 10e9;
@@ -249,25 +247,15 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("flush", std::to_string(kb::flusher().bytes() / kb::kMiB) + " MiB read, " +
                                            std::to_string(kb::flusher().seconds_per_flush() * 1e3) + " ms");
 
-  for (int threads : kb::kThreadCounts) {
-    probe<kb::DenseF16>("dense_f16", threads);
-    probe<kb::DenseF32>("dense_f32", threads);
-    probe<kb::Kivi2>("kivi2", threads);
-    probe<kb::Kivi4>("kivi4", threads);
-    probe<kb::Q8_0>("q8_0", threads);
-    probe<kb::Q4_0>("q4_0", threads);
-  }
+  for (int threads : kb::kThreadCounts)
+    kb::for_each_cache([&](auto tag, const char* name, double) { probe<typename decltype(tag)::type>(name, threads); });
 
   // dense_f16 first at each (context, threads): it sets the speedup reference of the others.
   for (int context : kb::kContexts)
-    for (int threads : kb::kThreadCounts) {
-      register_decode<kb::DenseF16>("dense_f16", context, threads);
-      register_decode<kb::DenseF32>("dense_f32", context, threads);
-      register_decode<kb::Kivi2>("kivi2", context, threads);
-      register_decode<kb::Kivi4>("kivi4", context, threads);
-      register_decode<kb::Q8_0>("q8_0", context, threads);
-      register_decode<kb::Q4_0>("q4_0", context, threads);
-    }
+    for (int threads : kb::kThreadCounts)
+      kb::for_each_cache([&](auto tag, const char* name, double) {
+        register_decode<typename decltype(tag)::type>(name, context, threads);
+      });
 
   benchmark::RunSpecifiedBenchmarks();
   slot().reset();

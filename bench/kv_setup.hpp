@@ -2,7 +2,7 @@
 #pragma once
 /// \file
 /// What the decode and append benchmarks share: the model geometry (one layer, 32 query heads,
-/// 8 KV heads, head_dim 128), the four caches under test, the executors (t1 = SerialExecutor,
+/// 8 KV heads, head_dim 128), the caches under test (for_each_cache), the executors (t1 = SerialExecutor,
 /// t2 = ThreadPoolExecutor(2)) and deterministic fp32 K/V inputs.
 
 #include <cstddef>
@@ -29,6 +29,25 @@ using Kivi2 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::
 using Kivi4 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::Kivi<4, 4, 32, 128>>>;
 using Q8_0 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::GgmlQ8_0>>;
 using Q4_0 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::GgmlQ4_0>>;
+
+/// Names a cache type for for_each_cache's callback.
+template <class C>
+struct CacheTag {
+  using type = C;
+};
+
+/// Every cache the decode and append benchmarks run — the one place to add a method:
+/// f(CacheTag<Cache>{}, name, nominal bits per value). The bits only size iteration counts
+/// before anything is measured; reported figures come from memory_bytes().
+template <class F>
+void for_each_cache(F&& f) {
+  f(CacheTag<DenseF16>{}, "dense_f16", 16.0);  // first: the speedup reference of the others
+  f(CacheTag<DenseF32>{}, "dense_f32", 32.0);
+  f(CacheTag<Kivi2>{}, "kivi2", 3.0);
+  f(CacheTag<Kivi4>{}, "kivi4", 5.0);
+  f(CacheTag<Q8_0>{}, "q8_0", 8.5);
+  f(CacheTag<Q4_0>{}, "q4_0", 4.5);
+}
 
 /// One layer of the benchmark model, `capacity` slots per KV head (the cache reserves all of it
 /// up front, so capacity = the context under test keeps the footprint to what is measured).
