@@ -32,26 +32,35 @@ inline std::size_t recent_start(const SlotView& s, std::size_t recent) {
   return j;
 }
 
-/// True if slot a should be evicted before slot b: lower score first, then lower position.
-inline bool evict_before(const SlotView& s, std::size_t a, std::size_t b) {
-  return s.score[a] < s.score[b] || (s.score[a] == s.score[b] && s.pos[a] > s.pos[b]);
-}
-
-/// Clears keep[] for the `count` lowest-scoring live slots before the protected recent ones
-/// (decode path: one argmin scan per evicted slot, no allocation). Ties evict the later
-/// position first, so equal scores keep the lower position (§0 rule 2).
-inline void evict_lowest_scores(const SlotView& s, std::size_t count, std::size_t protected_recent,
-                                std::uint8_t* keep) {
+/// Clears keep[] for the `count` live slots with the lowest score(j) before the protected recent
+/// ones (decode path: one argmin scan per evicted slot, no allocation). Ties evict the later
+/// position first, so equal scores keep the lower position (§0 rule 2). `score` is any callable
+/// j → float, so policies that derive their ranking from SlotView::score on the fly (pooling,
+/// biases: Inf-MLLM) share this loop.
+template <class ScoreFn>
+void evict_lowest(const SlotView& s, ScoreFn&& score, std::size_t count, std::size_t protected_recent,
+                  std::uint8_t* keep) {
   const std::size_t end = recent_start(s, protected_recent);
   for (std::size_t e = 0; e < count; ++e) {
     std::size_t worst = end;
+    float worst_score = 0.0f;
     for (std::size_t j = 0; j < end; ++j) {
       if (!s.alive[j] || !keep[j]) continue;
-      if (worst == end || evict_before(s, j, worst)) worst = j;
+      const float x = score(j);
+      if (worst == end || x < worst_score || (x == worst_score && s.pos[j] > s.pos[worst])) {
+        worst = j;
+        worst_score = x;
+      }
     }
     if (worst == end) return;  // nothing unprotected left
     keep[worst] = 0;
   }
+}
+
+/// evict_lowest ranked by the accumulated attention SlotView::score (H2O decode).
+inline void evict_lowest_scores(const SlotView& s, std::size_t count, std::size_t protected_recent,
+                                std::uint8_t* keep) {
+  evict_lowest(s, [&](std::size_t j) { return s.score[j]; }, count, protected_recent, keep);
 }
 
 /// What select_top_k does when the protected set alone exceeds the budget k (§1.5 [rec]).
