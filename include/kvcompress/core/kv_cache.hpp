@@ -267,12 +267,13 @@ class KVCache {
     attend_impl(layer, q, n_q, out, options, true);
   }
 
-  /// Feeds queries to the eviction statistics without producing output: for engines that run
-  /// their own attention (FlashAttention) and hand the library a window of prefill queries
-  /// (eviction spec §1.1, "recompute from window"). Same shape rules as attend.
+  /// Feeds queries to the eviction statistics (scores, query window) without producing output:
+  /// for engines that run their own attention (FlashAttention) and hand the library a window of
+  /// prefill queries (eviction spec §1.1, "recompute from window"). Same shape rules as attend.
   template <class T>
   void observe(int layer, const T* q, std::size_t n_q) {
-    static_assert(Evict::kNeedsScores, "KVCache::observe: this policy's Evict axis uses no attention scores");
+    static_assert(Evict::kNeedsScores || Evict::kSelectsAtPrefillEnd,
+                  "KVCache::observe: this policy's Evict axis uses no attention scores and no query window");
     attend_impl(layer, q, n_q, static_cast<T*>(nullptr), AttendOptions{}, true);
   }
 
