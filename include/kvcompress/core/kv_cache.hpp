@@ -136,7 +136,9 @@ class KVCache {
       : KVCache(shape, config, executor, nullptr, 0) {}
 
   /// As above, with the blocks carved from an engine-owned arena of at least
-  /// `arena_bytes(shape, config)` bytes, 64-byte aligned, outliving the cache.
+  /// `arena_bytes(shape, config)` bytes, 64-byte aligned, outliving the cache. (The fp16 prompt
+  /// staging of a lossy store under a prefill-end eviction policy is reserved by the cache
+  /// itself; reserved_bytes() counts it.)
   KVCache(const CacheShape& shape, const Config& config, Executor* executor, void* arena,
           std::size_t arena_size)
       : shape_(validated(shape, config)), config_(config),
