@@ -687,7 +687,8 @@ class KVCache {
       Table& t = tables_[ti];
       std::uint8_t* keep = keep_.data() + ti * cap;
       std::copy(t.alive.begin(), t.alive.begin() + t.n, keep);
-      Evict::make_room(config_.evict, view(layer, vw), n, keep);
+      // A policy that selects at prefill end sees the whole prompt once, at its end (BB-16 rule 1).
+      if (!(Evict::kSelectsAtPrefillEnd && prefill_open_)) Evict::make_room(config_.evict, view(layer, vw), n, keep);
       std::size_t alive_after = 0;
       for (std::size_t j = 0; j < t.n; ++j) alive_after += (t.alive[j] && keep[j]) ? 1 : 0;
       const std::size_t dead = t.n - alive_after;

@@ -108,6 +108,7 @@ TEST(H2O, ScoresNeverDecreaseAndRecentWindowIsAlwaysKept) {
   cfg.evict.heavy_budget = 10;
   cfg.evict.recent_budget = 6;
   Cache c(s, cfg);
+  c.end_prefill();  // empty prompt: every append below is a decode step (H2O evicts from now on)
   auto k = kvtest::random_kv(200, 2, 64, 8);
   auto q = kvtest::random_kv(200, 8, 64, 9);
   std::vector<float> out(8 * 64);

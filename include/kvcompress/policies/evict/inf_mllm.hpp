@@ -19,8 +19,9 @@
 ///      β = 0 disables it;
 ///   4. the lowest s' outside the protected recent window are evicted (ties: the later position
 ///      goes first, §0 rule 2).
-/// At end_prefill the same rule trims the prompt to `cache_size` (the last prompt chunk is the
-/// retrieval window).
+/// A streaming policy: it evicts while the prompt arrives (kSelectsAtPrefillEnd stays false),
+/// and end_prefill trims a prompt appended in one piece to `cache_size` (the last attend call
+/// is the retrieval window).
 ///
 /// Positions: the paper reaches 4M tokens by re-assigning positions inside the cache, which
 /// needs pre-RoPE keys (BB-16 rule 5). Kept slots here keep their original positions (spec §0
@@ -50,7 +51,6 @@ struct InfMLLM : Base {
   static constexpr bool kPerHead = true;
   static constexpr bool kNeedsScores = true;
   static constexpr ScoreMode kScoreMode = ScoreMode::kLatest;
-  static constexpr bool kSelectsAtPrefillEnd = true;
 
   struct Config {
     std::size_t cache_size = 2048;  ///< C = recent + relevant slots kept [rec]

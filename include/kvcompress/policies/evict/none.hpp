@@ -34,9 +34,12 @@ struct Base {
   static constexpr bool kNeedsScores = false;
   /// How scores accumulate (only read when kNeedsScores).
   static constexpr ScoreMode kScoreMode = ScoreMode::kAccumulate;
-  /// True when on_prefill_end evicts. With a lossy Quant (any store but dense) the cache then
-  /// holds the prompt in fp16 until end_prefill, so selection and merging see full-precision K/V
-  /// and the quantizer encodes only what was kept (quantization spec BB-16 rule 1).
+  /// True when the prompt is selected once, by on_prefill_end: make_room is then not called
+  /// before end_prefill (no eviction from partial scores during a chunked prefill; size the
+  /// capacity for the whole prompt), and with a lossy Quant (any store but dense) the cache holds
+  /// the prompt in fp16 until end_prefill, so selection and merging see full-precision K/V and
+  /// the quantizer encodes only what was kept (quantization spec BB-16 rule 1). Streaming
+  /// policies that evict while the prompt arrives (StreamingLLM, Inf-MLLM) leave it false.
   static constexpr bool kSelectsAtPrefillEnd = false;
 
   /// Query rows per layer the cache keeps for PrefillContext::queries (the latest ones it was
