@@ -51,6 +51,31 @@ void for_each_evict_method(F&& f) {
     c.evict.recent = c.evict.cache_size / 4;
     return c;
   });
+  using LookM = kvc::KVCache<kvc::LookMPolicy<>>;
+  f(kb::CacheTag<LookM>{}, "look_m", [](std::size_t) {
+    LookM::Config c;
+    c.evict.recent_ratio = c.evict.important_ratio = kBudget / 2;
+    return c;
+  });
+  using LookMKivi = kvc::KVCache<kvc::LookMPolicy<kvc::quant::Kivi2>>;
+  f(kb::CacheTag<LookMKivi>{}, "look_m+kivi2", [](std::size_t) {
+    LookMKivi::Config c;
+    c.evict.recent_ratio = c.evict.important_ratio = kBudget / 2;
+    return c;
+  });
+  using Meda = kvc::KVCache<kvc::MedaPolicy<>>;
+  f(kb::CacheTag<Meda>{}, "meda", [](std::size_t) {
+    Meda::Config c;
+    c.evict.rho = kBudget;
+    c.evict.query_window = kWindow;
+    return c;
+  });
+  using Elastic = kvc::KVCache<kvc::ElasticCachePolicy<>>;
+  f(kb::CacheTag<Elastic>{}, "elastic_cache", [](std::size_t) {
+    Elastic::Config c;
+    c.evict.ratio = kBudget;
+    return c;
+  });
   using H2OKivi = kvc::KVCache<kvc::Policy<kvc::evict::H2O, kvc::merge::None, kvc::quant::Kivi<2, 2, 32, 128>>>;
   f(kb::CacheTag<H2OKivi>{}, "h2o+kivi2", [](std::size_t n) {
     H2OKivi::Config c;

@@ -67,6 +67,8 @@ using Kivi = QuantOnly<kvc::quant::Kivi<B, B, 32, 128>>;
 using Q8K_Q4V = QuantOnly<kvc::quant::Ggml<kvc::quant::formats::Q8_0, kvc::quant::formats::Q4_0>>;
 using StreamingLLM = kvc::Policy<kvc::evict::StreamingLLM>;
 using H2O = kvc::Policy<kvc::evict::H2O>;
+using LookM = kvc::LookMPolicy<>;
+using ElasticCache = kvc::ElasticCachePolicy<>;
 }  // namespace policy_table_detail
 
 /// Every method the evaluation runs, reference first. Eviction methods keep a budget of 25 % of
@@ -94,6 +96,17 @@ inline std::vector<PolicyEntry> evaluation_policies() {
          c.evict.heavy_budget = n / 8;
          c.evict.recent_budget = n / 8;
          return make<H2O>(s, c);
+       }},
+      {"LOOK-M P-Merge, prompt kept 25%", [](const Shape& s, std::size_t) {
+         LookM::Config c;
+         c.evict.recent_ratio = 0.125;
+         c.evict.important_ratio = 0.125;
+         return make<LookM>(s, c);
+       }},
+      {"Elastic Cache 25% (bucket mean)", [](const Shape& s, std::size_t) {
+         ElasticCache::Config c;
+         c.evict.ratio = 0.25;
+         return make<ElasticCache>(s, c);
        }},
   };
 }
