@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+/// \file
+/// The quantizers kvc_quant_quality compares — the one place to add a method: append one line to
+/// quant_methods(). Each line is `quant_method<Policy>(label[, config factory][, key domain])`:
+///  * the config factory receives the data's RoPE parameters (pre-RoPE stores such as KVQuant
+///    and CQ need them to rotate keys at attention time);
+///  * KeyDomain::kPreRope makes the tool append the pre-RoPE keys (and treat what materialize()
+///    returns as pre-RoPE keys, rotating them with the slots' positions before measuring).
+/// The dense fp32 cache is not listed: it is the reference every row is measured against.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kvcompress/kvcompress.hpp"
+#include "kvcompress/policies/quant/common/rope.hpp"
+
+namespace kvquality {
+
+/// Query/key/value activations of L layers (one cache layer each), every token at position t.
+/// Layouts per layer: q [n][Hq][d] post-RoPE; k_pre, k [n][Hkv][d] (before / after RoPE); v same.
+struct KvqData {
+  std::string name;
+  int num_q_heads = 0, num_kv_heads = 0, head_dim = 0;
+  std::size_t n_tokens = 0;
+  kvcompress::quant::common::RopeParams rope;
+  struct Layer {
+    std::vector<float> q, k_pre, k, v;
+  };
+  std::vector<Layer> layers;
+};
+
+/// Which keys a method's store takes.
+enum class KeyDomain { kPostRope, kPreRope };
+
+/// What one cache produced on the data: the footprint after appending all n tokens, attention
+/// outputs of the last n_eval query rows of every layer ([L][n_eval][Hq][d]), and the decoded
+/// keys and values ([L][Hkv][n][d], keys post-RoPE).
+struct QuantRun {
+  std::size_t memory_bytes = 0;
+  std::vector<float> out, keys, values;
+};
+
+struct QuantMethod {
+  std::string label;
+  std::function<QuantRun(const KvqData&, std::size_t n_eval)> run;
+};
+
+namespace detail {
+
+/// Appends every layer's tokens in one chunk, ends the prefill, then attends the last n_eval
+/// queries of each layer (the cache's fused kernels) and decodes the stored K/V (materialize).
+template <class P>
+QuantRun run_quant(const KvqData& data, std::size_t n_eval, const typename P::Config& config, KeyDomain domain) {
+  namespace kvc = kvcompress;
+  kvc::CacheShape shape;
+  shape.num_layers = static_cast<int>(data.layers.size());
+  shape.num_q_heads = data.num_q_heads;
+  shape.num_kv_heads = data.num_kv_heads;
+  shape.head_dim = data.head_dim;
+  shape.capacity = data.n_tokens;
+  kvc::KVCache<P> cache(shape, config);
+  const std::size_t n = data.n_tokens, d = static_cast<std::size_t>(data.head_dim);
+  const std::size_t hq = static_cast<std::size_t>(data.num_q_heads), hkv = static_cast<std::size_t>(data.num_kv_heads);
+  for (int l = 0; l < shape.num_layers; ++l) {
+    const auto& L = data.layers[static_cast<std::size_t>(l)];
+    cache.append(l, (domain == KeyDomain::kPreRope ? L.k_pre : L.k).data(), L.v.data(), n, kvc::Modality::kText);
+  }
+  cache.end_prefill();
+  QuantRun r;
+  r.memory_bytes = cache.memory_bytes();
+  r.out.resize(data.layers.size() * n_eval * hq * d);
+  r.keys.resize(data.layers.size() * hkv * n * d);
+  r.values.resize(r.keys.size());
+  for (int l = 0; l < shape.num_layers; ++l) {
+    const auto& L = data.layers[static_cast<std::size_t>(l)];
+    cache.attend(l, L.q.data() + (n - n_eval) * hq * d, n_eval, r.out.data() + static_cast<std::size_t>(l) * n_eval * hq * d);
+    for (int h = 0; h < shape.num_kv_heads; ++h)
+      kvc::detail::require(cache.size(l, h) == n, "kvc_quant_quality", "cache.size", cache.size(l, h),
+                           "all appended tokens (quantizers evict nothing)");
+    float* k = r.keys.data() + static_cast<std::size_t>(l) * hkv * n * d;
+    cache.materialize(l, k, r.values.data() + static_cast<std::size_t>(l) * hkv * n * d);
+    if (domain == KeyDomain::kPreRope) {
+      std::vector<std::int32_t> pos(n);
+      for (int h = 0; h < shape.num_kv_heads; ++h) {
+        cache.positions(l, h, pos.data());
+        kvc::quant::common::rope_apply_rows(k + static_cast<std::size_t>(h) * n * d, n, d, pos.data(), data.rope);
+      }
+    }
+  }
+  return r;
+}
+
+}  // namespace detail
+
+/// One table line: the policy P, its label, its config built from the data's RoPE parameters,
+/// and the key domain its store takes.
+template <class P>
+QuantMethod quant_method(
+    std::string label,
+    std::function<typename P::Config(const kvcompress::quant::common::RopeParams&)> config =
+        [](const kvcompress::quant::common::RopeParams&) { return typename P::Config{}; },
+    KeyDomain domain = KeyDomain::kPostRope) {
+  return {std::move(label), [config, domain](const KvqData& data, std::size_t n_eval) {
+            return detail::run_quant<P>(data, n_eval, config(data.rope), domain);
+          }};
+}
+
+template <class Quant>
+using QuantOnly = kvcompress::Policy<kvcompress::evict::None, kvcompress::merge::None, Quant>;
+
+/// The reference: the dense fp32 cache.
+inline QuantMethod reference_method() {
+  return quant_method<QuantOnly<kvcompress::quant::DenseF32>>("dense fp32 (reference)");
+}
+
+/// Every compared quantizer, one line each.
+inline std::vector<QuantMethod> quant_methods() {
+  namespace q = kvcompress::quant;
+  return {
+      quant_method<QuantOnly<q::None>>("dense fp16"),
+      quant_method<QuantOnly<q::Kivi4>>("KIVI-4 (G32 R128)"),
+      quant_method<QuantOnly<q::Kivi2>>("KIVI-2 (G32 R128)"),
+      quant_method<QuantOnly<q::GgmlQ8_0>>("llama.cpp q8_0"),
+      quant_method<QuantOnly<q::GgmlQ8_0Had>>("llama.cpp q8_0 + Hadamard K"),
+      quant_method<QuantOnly<q::Ggml<q::formats::Q8_0, q::formats::Q4_0>>>("llama.cpp K q8_0 / V q4_0"),
+      quant_method<QuantOnly<q::GgmlQ4_1>>("llama.cpp q4_1"),
+      quant_method<QuantOnly<q::GgmlQ4_1Had>>("llama.cpp q4_1 + Hadamard K"),
+      quant_method<QuantOnly<q::GgmlQ4_0>>("llama.cpp q4_0"),
+      quant_method<QuantOnly<q::GgmlQ4_0Had>>("llama.cpp q4_0 + Hadamard K"),
+  };
+}
+
+}  // namespace kvquality
