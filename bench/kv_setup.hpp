@@ -29,6 +29,7 @@ using Kivi2 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::
 using Kivi4 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::Kivi<4, 4, 32, 128>>>;
 using Q8_0 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::GgmlQ8_0>>;
 using Q4_0 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::GgmlQ4_0>>;
+using KVQuant3 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::KVQuantNuq3>>;
 
 /// Names a cache type for for_each_cache's callback.
 template <class C>
@@ -47,6 +48,7 @@ void for_each_cache(F&& f) {
   f(CacheTag<Kivi4>{}, "kivi4", 5.0);
   f(CacheTag<Q8_0>{}, "q8_0", 8.5);
   f(CacheTag<Q4_0>{}, "q4_0", 4.5);
+  f(CacheTag<KVQuant3>{}, "kvquant_nuq3", 4.2);
 }
 
 /// One layer of the benchmark model, `capacity` slots per KV head (the cache reserves all of it

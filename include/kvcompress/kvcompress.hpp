@@ -29,4 +29,5 @@
 #include "kvcompress/policies/quant/dense.hpp"
 #include "kvcompress/policies/quant/ggml.hpp"
 #include "kvcompress/policies/quant/kivi.hpp"
+#include "kvcompress/policies/quant/kvquant.hpp"
 #include "kvcompress/policies/reuse/vla_cache.hpp"

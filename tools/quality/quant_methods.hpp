@@ -5,8 +5,8 @@
 /// quant_methods(). Each line is `quant_method<Policy>(label[, config factory][, key domain])`:
 ///  * the config factory receives the data's RoPE parameters (pre-RoPE stores such as KVQuant
 ///    and CQ need them to rotate keys at attention time);
-///  * KeyDomain::kPreRope makes the tool append the pre-RoPE keys (and treat what materialize()
-///    returns as pre-RoPE keys, rotating them with the slots' positions before measuring).
+///  * KeyDomain::kPreRope makes the tool append the pre-RoPE keys; materialize() of every store
+///    returns post-RoPE keys (core/policy_traits.hpp), so errors are measured in one key space.
 /// The dense fp32 cache is not listed: it is the reference every row is measured against.
 
 #include <cstddef>
@@ -82,14 +82,7 @@ QuantRun run_quant(const KvqData& data, std::size_t n_eval, const typename P::Co
       kvc::detail::require(cache.size(l, h) == n, "kvc_quant_quality", "cache.size", cache.size(l, h),
                            "all appended tokens (quantizers evict nothing)");
     float* k = r.keys.data() + static_cast<std::size_t>(l) * hkv * n * d;
-    cache.materialize(l, k, r.values.data() + static_cast<std::size_t>(l) * hkv * n * d);
-    if (domain == KeyDomain::kPreRope) {
-      std::vector<std::int32_t> pos(n);
-      for (int h = 0; h < shape.num_kv_heads; ++h) {
-        cache.positions(l, h, pos.data());
-        kvc::quant::common::rope_apply_rows(k + static_cast<std::size_t>(h) * n * d, n, d, pos.data(), data.rope);
-      }
-    }
+    cache.materialize(l, k, r.values.data() + static_cast<std::size_t>(l) * hkv * n * d);  // post-RoPE keys
   }
   return r;
 }
@@ -131,6 +124,14 @@ inline std::vector<QuantMethod> quant_methods() {
       quant_method<QuantOnly<q::GgmlQ4_1Had>>("llama.cpp q4_1 + Hadamard K"),
       quant_method<QuantOnly<q::GgmlQ4_0>>("llama.cpp q4_0"),
       quant_method<QuantOnly<q::GgmlQ4_0Had>>("llama.cpp q4_0 + Hadamard K"),
+      quant_method<QuantOnly<q::KVQuantNuq3>>(
+          "KVQuant nuq3-1% (data-free NF, pre-RoPE)",
+          [](const kvcompress::quant::common::RopeParams& r) {
+            QuantOnly<q::KVQuantNuq3>::Config c;
+            c.quant.rope = r;
+            return c;
+          },
+          KeyDomain::kPreRope),
   };
 }
 

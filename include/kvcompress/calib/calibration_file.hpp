@@ -161,8 +161,8 @@ struct CalibrationSet {
 
 /// The file's bytes (see the layout at the top of this file).
 inline std::vector<std::uint8_t> serialize(const CalibrationSet& set) {
-  std::vector<std::uint8_t> out;
-  out.insert(out.end(), {'K', 'V', 'C', 'C', 'A', 'L', 'I', 'B'});
+  static constexpr char kMagic[] = "KVCCALIB";
+  std::vector<std::uint8_t> out(kMagic, kMagic + 8);
   detail::put_u32(out, kFormatVersion);
   detail::put_string(out, set.method);
   detail::put_u32(out, set.method_version);

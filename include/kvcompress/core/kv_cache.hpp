@@ -118,6 +118,8 @@ class KVCache {
   static constexpr bool kExactStore =
       std::is_same_v<Quant, quant::Dense<half>> || std::is_same_v<Quant, quant::Dense<float>>;
   static constexpr bool kStaging = kRebuildsAtPrefillEnd && !kExactStore;
+  /// Keys arrive pre-RoPE and staging holds them rotated (policy_traits.hpp, rope_keys).
+  static constexpr bool kRotatesStagedKeys = kStaging && traits::quant_rotates_keys<Quant>::value;
 
  public:
   using Policy = P;
@@ -149,8 +151,15 @@ class KVCache {
     pool_ = arena ? BlockPool(bb, streams * max_blocks, arena, arena_size)
                   : BlockPool(bb, streams * max_blocks);
     stores_.reserve(streams);
-    for (std::size_t s = 0; s < streams; ++s)
-      stores_.emplace_back(shape_.head_dim, config_.quant, BlockTable(&pool_, max_blocks));
+    for (std::size_t s = 0; s < streams; ++s) {
+      if constexpr (std::is_constructible_v<Store, int, const typename Quant::Config&, BlockTable, int, int>) {
+        const int hkv = shape_.num_kv_heads;
+        stores_.emplace_back(shape_.head_dim, config_.quant, BlockTable(&pool_, max_blocks),
+                             static_cast<int>(s) / hkv, static_cast<int>(s) % hkv);
+      } else {
+        stores_.emplace_back(shape_.head_dim, config_.quant, BlockTable(&pool_, max_blocks));
+      }
+    }
     const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
     if constexpr (kStaging) {
       const typename quant::None::Config sc{};
@@ -541,6 +550,9 @@ class KVCache {
         }
         ++o;
       }
+      // A pre-RoPE store takes its keys back unrotated (exact inverse, BB-16 rule 4).
+      if constexpr (traits::quant_rotates_keys<Quant>::value)
+        if (m > 0) Quant::rope_keys(config_.quant, K, m, d, rebuild_pos_.data(), true);
       if constexpr (kStaging) staging_[stream_index(l, h)].clear();
       store(l, h).clear();
       if (m > 0)
@@ -722,25 +734,31 @@ class KVCache {
 
     // Store K/V, one task per KV head.
     const std::size_t d = static_cast<std::size_t>(shape_.head_dim);
+    bool rotate = false;
+    if constexpr (kRotatesStagedKeys) rotate = prefill_open_;
     auto task = [&](std::size_t h, int w) {
       const Table& t = table(layer, static_cast<int>(h));
       Worker& wk = workers_[static_cast<std::size_t>(w)];
       with_store(layer, static_cast<int>(h), [&](auto& s) {
         if constexpr (std::is_same_v<T, float>) {
-          store_append(s, k + h * d, v + h * d, hd, n, TokenInfo{t.pos.data() + t.n, t.mod.data() + t.n},
-                       wk.store.data());
-        } else {
-          for (std::size_t t0 = 0; t0 < n; t0 += kAppendChunk) {
-            const std::size_t c = std::min(kAppendChunk, n - t0);
-            float* kf = wk.input.data();
-            float* vf = kf + kAppendChunk * d;
-            for (std::size_t i = 0; i < c; ++i) {
-              kernels::convert(k + (t0 + i) * hd + h * d, kf + i * d, d, best_isa{});
-              kernels::convert(v + (t0 + i) * hd + h * d, vf + i * d, d, best_isa{});
-            }
-            store_append(s, kf, vf, d, c, TokenInfo{t.pos.data() + t.n + t0, t.mod.data() + t.n + t0},
+          if (!rotate) {
+            store_append(s, k + h * d, v + h * d, hd, n, TokenInfo{t.pos.data() + t.n, t.mod.data() + t.n},
                          wk.store.data());
+            return;
           }
+        }
+        // fp16/bf16 inputs, or pre-RoPE keys rotated into the fp16 staging: chunks of fp32 rows.
+        for (std::size_t t0 = 0; t0 < n; t0 += kAppendChunk) {
+          const std::size_t c = std::min(kAppendChunk, n - t0);
+          float* kf = wk.input.data();
+          float* vf = kf + kAppendChunk * d;
+          for (std::size_t i = 0; i < c; ++i) {
+            kernels::convert(k + (t0 + i) * hd + h * d, kf + i * d, d, best_isa{});
+            kernels::convert(v + (t0 + i) * hd + h * d, vf + i * d, d, best_isa{});
+          }
+          if constexpr (kRotatesStagedKeys)
+            if (rotate) Quant::rope_keys(config_.quant, kf, c, d, t.pos.data() + t.n + t0, false);
+          store_append(s, kf, vf, d, c, TokenInfo{t.pos.data() + t.n + t0, t.mod.data() + t.n + t0}, wk.store.data());
         }
       });
     };

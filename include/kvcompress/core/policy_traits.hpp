@@ -21,7 +21,14 @@
 ///   `void clear(); size_t memory_bytes() const;`
 ///   A store that needs positions or modality labels (pre-RoPE keys, mixed precision by
 ///   modality) declares instead the append taking `const TokenInfo&` before the scratch pointer
-///   (core/token_info.hpp); the cache calls whichever exists.
+///   (core/token_info.hpp); the cache calls whichever exists. A store whose state depends on
+///   where it sits (per-layer calibration) may take `(int d, const Config&, BlockTable, int
+///   layer, int kv_head)`; the cache then passes them.
+///   A Quant whose keys are stored pre-RoPE (quantization spec BB-14) provides
+///   `static void rope_keys(const Config&, float* k, size_t n, size_t ld, const int32_t* pos,
+///   bool inverse)`: the cache rotates the fp16 prompt staging rows with it (prefill attention,
+///   scores and merges work on post-RoPE keys, BB-16 rule 4) and un-rotates kept rows before the
+///   store encodes them. Such a store's `read` returns post-RoPE keys.
 ///
 /// **Evict** (which slots to keep; defaults and their meaning in policies/evict/none.hpp, Base):
 ///   `kName; static constexpr bool kPerHead, kNeedsScores, kSelectsAtPrefillEnd;`
@@ -97,6 +104,14 @@ struct store_takes_token_info<P, std::void_t<decltype(std::declval<typename P::S
                                      std::declval<const float*>(), std::declval<const float*>(),
                                      std::size_t{}, std::size_t{}, std::declval<const TokenInfo&>(),
                                      std::declval<float*>()))>> : std::true_type {};
+
+template <class, class = void>
+struct quant_rotates_keys : std::false_type {};
+template <class P>
+struct quant_rotates_keys<P, std::void_t<decltype(P::rope_keys(std::declval<const typename P::Config&>(),
+                                                               std::declval<float*>(), std::size_t{}, std::size_t{},
+                                                               std::declval<const std::int32_t*>(), true))>>
+    : std::true_type {};
 
 template <class, class = void>
 struct store_has_attention : std::false_type {};
