@@ -316,6 +316,12 @@ class KVCache {
           apply_keep(l, v, keep_.data() + t * cap, /*compact=*/true);
         }
       }
+    for (int l = 0; l < shape_.num_layers; ++l)
+      for (int v = 0; v < views_per_layer(); ++v) {
+        Table& t = tables_[table_index(l, v)];
+        t.prefill_tokens = seen_[static_cast<std::size_t>(l)];
+        t.prefill_slots = t.n_alive;
+      }
     prefill_open_ = false;
     for (auto& q : qwin_views_) q.rows = 0;
   }
@@ -396,6 +402,7 @@ class KVCache {
             t.pos.begin());
         t.n = cut;
         t.n_alive = static_cast<std::size_t>(std::count(t.alive.begin(), t.alive.begin() + cut, 1));
+        if (static_cast<std::int64_t>(n_tokens) < t.prefill_tokens) t.prefill_tokens = -1;  // prompt cut
         for_each_head_of_view(v, [&](int h) {
           with_store(l, h, [&](auto& s) { s.truncate(cut, workers_[0].store.data()); });
         });
@@ -409,7 +416,10 @@ class KVCache {
   void clear() {
     for (auto& s : stores_) s.clear();
     for (auto& s : staging_) s.clear();
-    for (auto& t : tables_) t.n = t.n_alive = 0;
+    for (auto& t : tables_) {
+      t.n = t.n_alive = t.prefill_slots = 0;
+      t.prefill_tokens = -1;
+    }
     std::fill(seen_.begin(), seen_.end(), 0);
     for (auto& q : qwin_views_) q.rows = 0;
     prefill_open_ = true;
@@ -451,6 +461,8 @@ class KVCache {
     std::vector<std::uint8_t> alive;
     std::size_t n = 0;        // physical slots
     std::size_t n_alive = 0;  // live slots
+    std::int64_t prefill_tokens = -1;  // SlotView::prefill_tokens
+    std::size_t prefill_slots = 0;     // SlotView::prefill_slots
   };
   struct Worker {
     std::vector<float> q, acc, logits, input, store;
@@ -610,6 +622,8 @@ class KVCache {
     s.alive = t.alive.data();
     s.tokens_seen = seen_[static_cast<std::size_t>(l)];
     s.layer = l;
+    s.prefill_tokens = t.prefill_tokens;
+    s.prefill_slots = t.prefill_slots;
     if constexpr (Evict::kNeedsScores) {
       if constexpr (Evict::kPerHead) {
         s.score = scores(l, v);

@@ -26,6 +26,12 @@ struct SlotView {
   const float* score = nullptr;
   std::int64_t tokens_seen = 0;        ///< tokens ever appended to this layer (next position)
   int layer = 0;
+  /// tokens_seen when end_prefill() last ran, −1 before it (and after clear() or a truncate
+  /// into the prompt). Decode-time schedulers that act relative to the compressed prompt
+  /// (fixed-offset eviction: Elastic Cache, PrefixKV) read this instead of keeping state.
+  std::int64_t prefill_tokens = -1;
+  /// Live slots right after that end_prefill: the compressed prompt's length.
+  std::size_t prefill_slots = 0;
 };
 
 KVCOMPRESS_NAMESPACE_END

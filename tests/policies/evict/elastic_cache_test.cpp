@@ -112,6 +112,8 @@ TEST(ElasticCache, IdentityAtRatioOne) {
   std::vector<Modality> mod(51, Modality::kGenerated);
   std::vector<std::uint8_t> alive(51, 1), keep(51, 1);
   SlotView s{51, 51, pos.data(), mod.data(), alive.data(), nullptr, 51, 0};
+  s.prefill_tokens = 50;
+  s.prefill_slots = 50;
   evict::ElasticCache::make_room(c, s, 1, keep.data());
   EXPECT_EQ(keep, std::vector<std::uint8_t>(51, 1));
 }
@@ -164,6 +166,8 @@ void decode_case(std::size_t T, double gamma, std::size_t chunk) {
     std::vector<Modality> mod(live.size(), Modality::kGenerated);
     std::vector<std::uint8_t> alive(live.size(), 1), keep(live.size(), 1);
     SlotView s{live.size(), live.size(), live.data(), mod.data(), alive.data(), nullptr, seen, 0};
+    s.prefill_tokens = static_cast<std::int64_t>(T);  // what the cache records at end_prefill
+    s.prefill_slots = P;
     evict::ElasticCache::make_room(c, s, chunk, keep.data());
     std::vector<std::int32_t> next;
     for (std::size_t j = 0; j < live.size(); ++j)
@@ -184,21 +188,14 @@ TEST(ElasticCache, FixedOffsetDecodeEviction) {
   decode_case(300, 0.3, 3);
 }
 
-// The recorded index is not used on a stream it does not describe (tokens_seen below the
-// prompt length after clear(), or a different slot at the frozen boundary).
-TEST(ElasticCache, StaleDecodeStateIsIgnored) {
-  HandPrefill hp = random_layers(1, 200, 5);
+// Before end_prefill (no compressed prompt recorded in the view) decode eviction does nothing.
+TEST(ElasticCache, NoDecodeEvictionBeforeEndPrefill) {
   evict::ElasticCache::Config c;
-  auto ctx = hp.context();
-  evict::ElasticCache::on_prefill_end(c, ctx);
   std::vector<std::int32_t> pos(120);
   std::iota(pos.begin(), pos.end(), 0);
   std::vector<Modality> mod(120, Modality::kText);
   std::vector<std::uint8_t> alive(120, 1), keep(120, 1);
-  SlotView s{120, 120, pos.data(), mod.data(), alive.data(), nullptr, 120, 0};
-  evict::ElasticCache::make_room(c, s, 1, keep.data());  // tokens_seen 120 < 200
-  EXPECT_EQ(keep, std::vector<std::uint8_t>(120, 1));
-  s.tokens_seen = 400;  // plausible count, but slot 14 is not the recorded frozen slot
+  SlotView s{120, 120, pos.data(), mod.data(), alive.data(), nullptr, 400, 0};
   evict::ElasticCache::make_room(c, s, 1, keep.data());
   EXPECT_EQ(keep, std::vector<std::uint8_t>(120, 1));
 }

@@ -20,11 +20,8 @@
 ///     before N_tl is frozen; the slots after it form a FIFO. When the post-prefill length is ≤
 ///     the distance, N_tl = half of it (PrefixKV code's fallback, [rec]).
 ///
-/// State: the fixed index depends on the post-prefill length, which a SlotView does not carry.
-/// The policy stays a stateless type; on_prefill_end records N_tl per layer in Config::state,
-/// a `mutable` member of the cache's own copy of the Config (only on_prefill_end writes it,
-/// make_room reads it), and make_room is common::fixed_offset_evict, which ignores a record that
-/// no longer describes the stream (after clear() and a new prompt without end_prefill).
+/// Stateless: the fixed index comes from the post-prefill length the cache records in every
+/// SlotView (prefill_slots), through common::fixed_offset_evict.
 
 #include <cmath>
 #include <cstddef>
@@ -66,8 +63,6 @@ struct ElasticCache : Base {
     bool decode_eviction = true;            ///< step 5 on/off
     AnchorCount anchor_count = AnchorCount::kBudget;
     common::ProtectedOverflow on_protected_overflow = common::ProtectedOverflow::kError;
-    /// Per-layer decode state written by on_prefill_end (see the file comment); leave empty.
-    mutable std::vector<common::FixedOffsetState> state{};
 
     void validate(const CacheShape&) const {
       const char* where = "evict::ElasticCache";
@@ -106,38 +101,26 @@ struct ElasticCache : Base {
                                "), or on_protected_overflow = keep_all / truncate";
                       });
     }
-    c.state.assign(static_cast<std::size_t>(L), common::FixedOffsetState{});
     for (int l = 0; l < L; ++l) {
       const SlotView& s = ctx.slots(l, 0);
       const auto& p = prot[static_cast<std::size_t>(l)];
-      std::uint8_t* keep = ctx.keep(l, 0);
       const std::size_t k = budget(c, s.n_alive, common::count_protected(p.data(), s.n));
-      std::vector<std::size_t> kept;
-      if (k < s.n_alive) {
-        std::vector<std::size_t> idx(s.n), scratch(s.n);
-        const auto r = common::select_top_k(s.score, s.pos, s.alive, p.data(), s.n, static_cast<std::ptrdiff_t>(k),
-                                            c.on_protected_overflow, idx.data(), scratch.data());
-        kept.assign(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(r.count));
-        std::vector<std::uint8_t> mask(s.n, 0);
-        for (std::size_t j : kept) mask[j] = 1;
-        for (std::size_t j = 0; j < s.n; ++j)
-          if (!mask[j]) keep[j] = 0;
-      } else {
-        for (std::size_t j = 0; j < s.n; ++j)
-          if (s.alive == nullptr || s.alive[j]) kept.push_back(j);
-      }
-      std::vector<std::int32_t> kept_pos(kept.size());
-      for (std::size_t t = 0; t < kept.size(); ++t) kept_pos[t] = s.pos[kept[t]];
-      c.state[static_cast<std::size_t>(l)] =
-          common::fixed_offset_state(s.tokens_seen, kept_pos.data(), kept_pos.size(), c.truncation_distance);
+      if (k >= s.n_alive) continue;
+      std::vector<std::size_t> idx(s.n), scratch(s.n);
+      const auto r = common::select_top_k(s.score, s.pos, s.alive, p.data(), s.n, static_cast<std::ptrdiff_t>(k),
+                                          c.on_protected_overflow, idx.data(), scratch.data());
+      std::vector<std::uint8_t> mask(s.n, 0);
+      for (std::size_t t = 0; t < r.count; ++t) mask[idx[t]] = 1;
+      std::uint8_t* keep = ctx.keep(l, 0);
+      for (std::size_t j = 0; j < s.n; ++j)
+        if (!mask[j]) keep[j] = 0;
     }
   }
 
   /// Decode: one deletion per appended token while int(len − γ·n_seen) ≥ 1, at the fixed live
   /// ordinal N_tl (then N_tl+1, … for several incoming tokens: the FIFO's oldest slots).
   static void make_room(const Config& c, const SlotView& s, std::size_t n_incoming, std::uint8_t* keep) {
-    if (!c.decode_eviction || s.layer < 0 || static_cast<std::size_t>(s.layer) >= c.state.size()) return;
-    common::fixed_offset_evict(c.state[static_cast<std::size_t>(s.layer)], s, n_incoming, c.ratio, keep);
+    if (c.decode_eviction) common::fixed_offset_evict(s, c.truncation_distance, n_incoming, c.ratio, keep);
   }
 };
 

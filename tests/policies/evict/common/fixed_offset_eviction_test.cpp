@@ -15,19 +15,10 @@ using namespace kvcompress;
 using namespace kvcompress::evict::common;
 
 TEST(FixedOffsetEviction, RemovalPoint) {
-  std::vector<std::int32_t> pos(40);
-  std::iota(pos.begin(), pos.end(), 100);
-  FixedOffsetState st = fixed_offset_state(500, pos.data(), 40, 25);
-  EXPECT_TRUE(st.valid);
-  EXPECT_EQ(st.prompt_tokens, 500);
-  EXPECT_EQ(st.offset, 15u);
-  EXPECT_EQ(st.frozen_pos, 114);
-  st = fixed_offset_state(500, pos.data(), 20, 25);  // 20 − 25 < 1 → half the kept length
-  EXPECT_EQ(st.offset, 10u);
-  EXPECT_EQ(st.frozen_pos, 109);
-  st = fixed_offset_state(500, pos.data(), 1, 25);
-  EXPECT_EQ(st.offset, 0u);
-  EXPECT_EQ(st.frozen_pos, -1);
+  EXPECT_EQ(fixed_offset(40, 25), 15u);
+  EXPECT_EQ(fixed_offset(20, 25), 10u);  // 20 − 25 < 1 → half the kept length
+  EXPECT_EQ(fixed_offset(1, 25), 0u);
+  EXPECT_EQ(fixed_offset(26, 25), 1u);
 }
 
 // int(len − r·seen) ≥ 1 after each appended token: worked by hand for r = 0.2.
@@ -49,38 +40,37 @@ TEST(FixedOffsetEviction, ClearsOrdinalsFromOffsetSkippingDeadSlots) {
   std::vector<Modality> mod(n, Modality::kText);
   std::vector<std::uint8_t> alive(n, 1);
   alive[4] = 0;  // live ordinals: 0 1 2 3 | 5→4 6→5 7→6 …
-  const std::int32_t kept[] = {0, 1, 2, 3, 5};
-  const FixedOffsetState st = fixed_offset_state(8, kept, 5, 1);  // offset 4, frozen pos 3
   SlotView s{n, n - 1, pos.data(), mod.data(), alive.data(), nullptr, 30, 0};
+  s.prefill_tokens = 8;
+  s.prefill_slots = 5;  // offset 5 − 1 = 4
   std::vector<std::uint8_t> keep(n, 1);
-  fixed_offset_evict(st, s, 2, 0.1, keep.data());  // 12 − 3.1 ≥ 1 twice → ordinals 4, 5
+  fixed_offset_evict(s, 1, 2, 0.1, keep.data());  // 12 − 3.1 ≥ 1 twice → ordinals 4, 5
   std::vector<std::uint8_t> expect(n, 1);
   expect[5] = expect[6] = 0;
   EXPECT_EQ(keep, expect);
   // Never more than the slots from the offset on.
   std::fill(keep.begin(), keep.end(), 1);
-  SlotView tiny{6, 5, pos.data(), mod.data(), alive.data(), nullptr, 100, 0};
-  fixed_offset_evict(st, tiny, 5, 0.01, keep.data());
+  SlotView tiny = s;
+  tiny.n = 6;
+  tiny.n_alive = 5;
+  tiny.tokens_seen = 100;
+  fixed_offset_evict(tiny, 1, 5, 0.01, keep.data());
   EXPECT_EQ(keep, (std::vector<std::uint8_t>{1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1}));
 }
 
-TEST(FixedOffsetEviction, IgnoresInvalidOrStaleState) {
+TEST(FixedOffsetEviction, NothingBeforeEndPrefill) {
   const std::size_t n = 10;
   std::vector<std::int32_t> pos(n);
   std::iota(pos.begin(), pos.end(), 0);
   std::vector<Modality> mod(n, Modality::kText);
   std::vector<std::uint8_t> alive(n, 1), keep(n, 1);
-  SlotView s{n, n, pos.data(), mod.data(), alive.data(), nullptr, 50, 0};
-  fixed_offset_evict(FixedOffsetState{}, s, 1, 0.1, keep.data());
+  SlotView s{n, n, pos.data(), mod.data(), alive.data(), nullptr, 50, 0};  // prefill_tokens = −1
+  fixed_offset_evict(s, 1, 1, 0.1, keep.data());
   EXPECT_EQ(keep, std::vector<std::uint8_t>(n, 1));
-  const std::int32_t kept[] = {0, 1, 7, 8};
-  const FixedOffsetState st = fixed_offset_state(40, kept, 4, 1);  // offset 3, frozen pos 7
-  fixed_offset_evict(st, s, 1, 0.1, keep.data());  // ordinal 2 holds pos 2, not 7: stale
-  EXPECT_EQ(keep, std::vector<std::uint8_t>(n, 1));
-  s.tokens_seen = 20;  // below the recorded prompt: a new prompt is being filled
-  const std::int32_t kept2[] = {0, 1, 2, 3};
-  fixed_offset_evict(fixed_offset_state(40, kept2, 4, 1), s, 1, 0.1, keep.data());
-  EXPECT_EQ(keep, std::vector<std::uint8_t>(n, 1));
+  s.prefill_tokens = 40;
+  s.prefill_slots = 4;
+  fixed_offset_evict(s, 1, 1, 0.1, keep.data());  // 11 − 5.1 ≥ 1 → ordinal 3
+  EXPECT_EQ(keep, (std::vector<std::uint8_t>{1, 1, 1, 0, 1, 1, 1, 1, 1, 1}));
 }
 
 }  // namespace
