@@ -40,7 +40,7 @@ void bm_append(benchmark::State& state, int context, int threads) {
   const auto n = static_cast<std::size_t>(context);
   try {
     auto exec = kb::make_executor(threads);
-    Cache cache(kb::bench_shape(n), typename Cache::Config{}, exec.get());
+    Cache cache(kb::bench_shape(n), kb::bench_config<Cache>(), exec.get());
     const kb::Inputs& in = kb::inputs();
     in.append_to(cache, n);  // untimed first fill: touches the reserved pages once
     for (auto _ : state) {

@@ -82,7 +82,7 @@ Cache& prefilled(const std::string& key, int context, int threads) {
     s.reset();
     s.exec = kb::make_executor(threads);
     auto cache = std::make_shared<Cache>(kb::bench_shape(static_cast<std::size_t>(context)),
-                                         typename Cache::Config{}, s.exec.get());
+                                         kb::bench_config<Cache>(), s.exec.get());
     kb::inputs().append_to(*cache, static_cast<std::size_t>(context));
     s.cache = std::move(cache);
     s.key = key;
@@ -111,7 +111,7 @@ void probe(const char* cache_name, int threads) {
   double per_byte = 1.0 / 10e9;  // fallback: 10 GB/s
   try {
     auto exec = kb::make_executor(threads);
-    Cache cache(kb::bench_shape(kProbeContext), typename Cache::Config{}, exec.get());
+    Cache cache(kb::bench_shape(kProbeContext), kb::bench_config<Cache>(), exec.get());
     kb::inputs().append_to(cache, kProbeContext);
     const std::vector<float> q = query();
     std::vector<float> out(q.size());

@@ -76,6 +76,87 @@ void for_each_evict_method(F&& f) {
     c.evict.ratio = kBudget;
     return c;
   });
+  using SnapKV = kvc::KVCache<kvc::Policy<kvc::evict::SnapKV>>;
+  f(kb::CacheTag<SnapKV>{}, "snapkv", [](std::size_t) {
+    SnapKV::Config c;
+    c.evict.budget = {kBudget, 0};
+    c.evict.window = kWindow;
+    return c;
+  });
+  using SnapKVKivi = kvc::KVCache<kvc::Policy<kvc::evict::SnapKV, kvc::merge::None, kvc::quant::Kivi2>>;
+  f(kb::CacheTag<SnapKVKivi>{}, "snapkv+kivi2", [](std::size_t) {
+    SnapKVKivi::Config c;
+    c.evict.budget = {kBudget, 0};
+    c.evict.window = kWindow;
+    return c;
+  });
+  using PyramidKV = kvc::KVCache<kvc::Policy<kvc::evict::PyramidKV>>;
+  f(kb::CacheTag<PyramidKV>{}, "pyramidkv", [](std::size_t) {
+    PyramidKV::Config c;
+    c.evict.budget = {kBudget, 0};
+    c.evict.window = kWindow;
+    return c;
+  });
+  using TOVA = kvc::KVCache<kvc::Policy<kvc::evict::TOVA>>;
+  f(kb::CacheTag<TOVA>{}, "tova", [](std::size_t n) {
+    TOVA::Config c;
+    c.evict.cache_size = static_cast<std::size_t>(kBudget * static_cast<double>(n));
+    return c;
+  });
+  using KNorm = kvc::KVCache<kvc::Policy<kvc::evict::KNorm>>;
+  f(kb::CacheTag<KNorm>{}, "knorm", [](std::size_t) {
+    KNorm::Config c;
+    c.evict.budget = {kBudget, 0};
+    return c;
+  });
+  using ExpAttn = kvc::KVCache<kvc::Policy<kvc::evict::ExpectedAttention>>;
+  f(kb::CacheTag<ExpAttn>{}, "expected_attention", [](std::size_t) {
+    ExpAttn::Config c;
+    c.evict.budget = {kBudget, 0};
+    c.evict.query_window = kWindow;
+    c.evict.rope.head_dim = kb::kHeadDim;
+    return c;
+  });
+  using PrefixKV = kvc::KVCache<kvc::Policy<kvc::evict::PrefixKV>>;
+  f(kb::CacheTag<PrefixKV>{}, "prefix_kv", [](std::size_t) {
+    PrefixKV::Config c;
+    c.evict.ratio = kBudget;
+    return c;
+  });
+  using PrefixKVKivi = kvc::KVCache<kvc::Policy<kvc::evict::PrefixKV, kvc::merge::None, kvc::quant::Kivi2>>;
+  f(kb::CacheTag<PrefixKVKivi>{}, "prefix_kv+kivi2", [](std::size_t) {
+    PrefixKVKivi::Config c;
+    c.evict.ratio = kBudget;
+    return c;
+  });
+  using VLCache = kvc::KVCache<kvc::Policy<kvc::evict::VLCache>>;
+  f(kb::CacheTag<VLCache>{}, "vl_cache", [](std::size_t) {
+    VLCache::Config c;
+    c.evict.alpha = kBudget;
+    c.evict.max_post_vision_queries = kWindow;
+    return c;
+  });
+  using CSP = kvc::KVCache<kvc::Policy<kvc::evict::CrossSelfPruning>>;
+  f(kb::CacheTag<CSP>{}, "cross_self_pruning", [](std::size_t) {
+    CSP::Config c;
+    c.evict.hh_ratio = c.evict.recent_ratio = kBudget / 2;
+    c.evict.max_window = kWindow;
+    return c;
+  });
+  using AirCache = kvc::KVCache<kvc::Policy<kvc::evict::AirCache>>;
+  f(kb::CacheTag<AirCache>{}, "air_cache", [](std::size_t) {
+    AirCache::Config c;
+    c.evict.ratio = kBudget;
+    c.evict.max_window = kWindow;
+    return c;
+  });
+  using ZipVL = kvc::KVCache<kvc::Policy<kvc::evict::ZipVL>>;
+  f(kb::CacheTag<ZipVL>{}, "zipvl", [](std::size_t) {
+    ZipVL::Config c;
+    c.evict.probe_recent = c.evict.probe_random = kWindow / 2;
+    c.evict.max_window = kWindow;
+    return c;
+  });
   using H2OKivi = kvc::KVCache<kvc::Policy<kvc::evict::H2O, kvc::merge::None, kvc::quant::Kivi<2, 2, 32, 128>>>;
   f(kb::CacheTag<H2OKivi>{}, "h2o+kivi2", [](std::size_t n) {
     H2OKivi::Config c;

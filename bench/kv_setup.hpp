@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <memory>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "kvcompress/kvcompress.hpp"
@@ -29,7 +30,16 @@ using Kivi2 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::
 using Kivi4 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::Kivi<4, 4, 32, 128>>>;
 using Q8_0 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::GgmlQ8_0>>;
 using Q4_0 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::GgmlQ4_0>>;
-using KVQuant3 = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, kvc::quant::KVQuantNuq3>>;
+template <class Quant>
+using QuantCache = kvc::KVCache<kvc::Policy<kvc::evict::None, kvc::merge::None, Quant>>;
+using KVQuant3 = QuantCache<kvc::quant::KVQuantNuq3>;
+using Cq8c8b = QuantCache<kvc::quant::Cq8c8b>;
+using AkvqVl = QuantCache<kvc::quant::AkvqVl>;
+using CalibQuant = QuantCache<kvc::quant::CalibQuant1Bit>;
+using VidKV = QuantCache<kvc::quant::VidKV_K15_V158>;
+using Gear2 = QuantCache<kvc::quant::Gear2>;
+using Ott2 = QuantCache<kvc::quant::Ott2>;
+using SubKV2 = QuantCache<kvc::quant::SubKV2>;
 
 /// Names a cache type for for_each_cache's callback.
 template <class C>
@@ -49,6 +59,22 @@ void for_each_cache(F&& f) {
   f(CacheTag<Q8_0>{}, "q8_0", 8.5);
   f(CacheTag<Q4_0>{}, "q4_0", 4.5);
   f(CacheTag<KVQuant3>{}, "kvquant_nuq3", 4.2);
+  f(CacheTag<Cq8c8b>{}, "cq8c8b", 1.1);  // pre-RoPE keys: per-slot rotation
+  f(CacheTag<AkvqVl>{}, "akvq_vl", 2.7);
+  f(CacheTag<CalibQuant>{}, "calibquant", 1.1);  // the visual span of the prompt is 1-bit
+  f(CacheTag<VidKV>{}, "vidkv_k15_v158", 2.4);
+  f(CacheTag<Gear2>{}, "gear2", 4.8);
+  f(CacheTag<Ott2>{}, "ott2", 2.5);
+  f(CacheTag<SubKV2>{}, "subkv2", 3.1);
+}
+
+/// The Config a benchmark builds `Cache` with: the policy's defaults, except CQ, which needs
+/// codebooks (its documented data-free fallback here; calibrated ones have the same cost).
+template <class Cache>
+typename Cache::Config bench_config() {
+  typename Cache::Config c{};
+  if constexpr (std::is_same_v<Cache, Cq8c8b>) c.quant.codebooks = kvc::quant::cq_gaussian_codebooks(kHeadDim, 8, 8);
+  return c;
 }
 
 /// One layer of the benchmark model, `capacity` slots per KV head (the cache reserves all of it
@@ -80,12 +106,16 @@ struct Inputs {
   const float* k_chunk(std::size_t t) const { return k.data() + (t / kChunk % kInputChunks) * kChunk * kTokenFloats; }
   const float* v_chunk(std::size_t t) const { return v.data() + (t / kChunk % kInputChunks) * kChunk * kTokenFloats; }
 
-  /// Appends tokens [0, n) to layer 0 in chunks of kChunk.
+  /// Appends tokens [0, n) to layer 0 in chunks of kChunk, labelled like a multimodal prompt:
+  /// 64 text tokens, an image span, 64 text tokens (only modality-aware stores care).
   template <class Cache>
   void append_to(Cache& cache, std::size_t n) const {
+    std::vector<kvc::Modality> mod(kChunk);
     for (std::size_t t = 0; t < n; t += kChunk) {
       const std::size_t m = n - t < kChunk ? n - t : kChunk;
-      cache.append(0, k_chunk(t), v_chunk(t), m);
+      for (std::size_t i = 0; i < m; ++i)
+        mod[i] = (t + i < 64 || t + i + 64 >= n) ? kvc::Modality::kText : kvc::Modality::kImage;
+      cache.append(0, k_chunk(t), v_chunk(t), m, mod.data());
     }
   }
 };

@@ -69,6 +69,13 @@ using StreamingLLM = kvc::Policy<kvc::evict::StreamingLLM>;
 using H2O = kvc::Policy<kvc::evict::H2O>;
 using LookM = kvc::LookMPolicy<>;
 using ElasticCache = kvc::ElasticCachePolicy<>;
+using SnapKV = kvc::Policy<kvc::evict::SnapKV>;
+using PyramidKV = kvc::Policy<kvc::evict::PyramidKV>;
+using TOVA = kvc::Policy<kvc::evict::TOVA>;
+using KNorm = kvc::Policy<kvc::evict::KNorm>;
+using PrefixKV = kvc::Policy<kvc::evict::PrefixKV>;
+using VLCache = kvc::Policy<kvc::evict::VLCache>;
+using CSP = kvc::Policy<kvc::evict::CrossSelfPruning>;
 }  // namespace policy_table_detail
 
 /// Every method the evaluation runs, reference first. Eviction methods keep a budget of 25 % of
@@ -81,6 +88,10 @@ inline std::vector<PolicyEntry> evaluation_policies() {
       {"dense fp16", [](const Shape& s, std::size_t) { return make<DenseF16>(s); }},
       {"KIVI-4 (G32 R128)", [](const Shape& s, std::size_t) { return make<Kivi<4>>(s); }},
       {"KIVI-2 (G32 R128)", [](const Shape& s, std::size_t) { return make<Kivi<2>>(s); }},
+      {"GEAR-2 (G64 n_b 64, rank 4/2, 2% outliers)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::Gear2>>(s); }},
+      {"OTT-2 (G128 R32, 3 outlier tokens)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::Ott2>>(s); }},
+      {"SubKV-2 (our interpretation)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::SubKV2>>(s); }},
+      {"AKVQ-VL (2-bit PSA, first 2 layers 4-bit TSA)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::AkvqVl>>(s); }},
       {"llama.cpp q8_0", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::GgmlQ8_0>>(s); }},
       {"llama.cpp K q8_0 / V q4_0", [](const Shape& s, std::size_t) { return make<Q8K_Q4V>(s); }},
       {"llama.cpp q4_0", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::GgmlQ4_0>>(s); }},
@@ -107,6 +118,43 @@ inline std::vector<PolicyEntry> evaluation_policies() {
          ElasticCache::Config c;
          c.evict.ratio = 0.25;
          return make<ElasticCache>(s, c);
+       }},
+      {"SnapKV prompt kept 25% (W 32, avg pool 5)", [](const Shape& s, std::size_t) {
+         SnapKV::Config c;
+         c.evict.budget = {0.25, 0};
+         return make<SnapKV>(s, c);
+       }},
+      {"PyramidKV prompt kept 25% (W 16, beta 20)", [](const Shape& s, std::size_t) {
+         PyramidKV::Config c;
+         c.evict.budget = {0.25, 0};
+         c.evict.window = 16;
+         return make<PyramidKV>(s, c);
+       }},
+      {"TOVA 25%", [](const Shape& s, std::size_t n) {
+         TOVA::Config c;
+         c.evict.cache_size = n / 4;
+         return make<TOVA>(s, c);
+       }},
+      {"KNorm prompt kept 25%", [](const Shape& s, std::size_t) {
+         KNorm::Config c;
+         c.evict.budget = {0.25, 0};
+         return make<KNorm>(s, c);
+       }},
+      {"PrefixKV 25% (CDF threshold)", [](const Shape& s, std::size_t) {
+         PrefixKV::Config c;
+         c.evict.ratio = 0.25;
+         return make<PrefixKV>(s, c);
+       }},
+      {"VL-Cache prompt kept 25%", [](const Shape& s, std::size_t) {
+         VLCache::Config c;
+         c.evict.alpha = 0.25;
+         return make<VLCache>(s, c);
+       }},
+      {"CSP prompt kept 25%", [](const Shape& s, std::size_t) {
+         CSP::Config c;
+         c.evict.hh_ratio = 0.125;
+         c.evict.recent_ratio = 0.125;
+         return make<CSP>(s, c);
        }},
   };
 }

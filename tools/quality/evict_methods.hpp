@@ -144,6 +144,60 @@ inline std::vector<EvictMethod> evict_methods() {
             c.evict.rho = double(b) / double(w.n_prompt);
             return c;
           }),
+      evict_method<EvictF32<ev::SnapKV>>("SnapKV (W 32, avg pool 5)",
+          [](std::size_t b, const Workload&) {
+            EvictF32<ev::SnapKV>::Config c;
+            c.evict.budget = {1.0, b};
+            c.evict.on_protected_overflow = ev::common::ProtectedOverflow::kTruncate;
+            return c;
+          }),
+      evict_method<EvictF32<ev::PyramidKV>>("PyramidKV (W 32, beta 20)",
+          [](std::size_t b, const Workload& w) {
+            EvictF32<ev::PyramidKV>::Config c;
+            c.evict.budget = {double(b) / double(w.n_prompt), 0};
+            c.evict.window = 32;
+            return c;
+          }),
+      evict_method<EvictF32<ev::TOVA>>("TOVA", [](std::size_t b, const Workload&) {
+            EvictF32<ev::TOVA>::Config c;
+            c.evict.cache_size = b;
+            return c;
+          }),
+      evict_method<EvictF32<ev::KNorm>>("KNorm", [](std::size_t b, const Workload&) {
+            EvictF32<ev::KNorm>::Config c;
+            c.evict.budget = {1.0, b};
+            return c;
+          }),
+      evict_method<EvictF32<ev::ExpectedAttention>>("Expected Attention", [](std::size_t b, const Workload& w) {
+            EvictF32<ev::ExpectedAttention>::Config c;
+            c.evict.budget = {1.0, b};
+            c.evict.on_protected_overflow = ev::common::ProtectedOverflow::kTruncate;
+            c.evict.rope.head_dim = static_cast<std::size_t>(w.config.head_dim);
+            return c;
+          }),
+      evict_method<EvictF32<ev::PrefixKV>>("PrefixKV (CDF threshold)", [](std::size_t b, const Workload& w) {
+            EvictF32<ev::PrefixKV>::Config c;
+            c.evict.ratio = double(b) / double(w.n_prompt);
+            return c;
+          }),
+      evict_method<EvictF32<ev::VLCache>>("VL-Cache (density budgets)", [](std::size_t b, const Workload& w) {
+            EvictF32<ev::VLCache>::Config c;
+            c.evict.alpha = double(b) / double(w.n_prompt);
+            return c;
+          }),
+      evict_method<EvictF32<ev::CrossSelfPruning>>("Cross-Self Pruning", [](std::size_t b, const Workload& w) {
+            EvictF32<ev::CrossSelfPruning>::Config c;
+            c.evict.hh_ratio = c.evict.recent_ratio = 0.5 * double(b) / double(w.n_prompt);
+            return c;
+          }),
+      evict_method<EvictF32<ev::AirCache>>("AirCache (visual slots only)", [](std::size_t b, const Workload& w) {
+            EvictF32<ev::AirCache>::Config c;
+            c.evict.ratio = double(b) / double(w.n_prompt);
+            return c;
+          }),
+      evict_method<EvictF32<ev::ZipVL>>("ZipVL (tau 0.975, eviction form)", [](std::size_t, const Workload&) {
+            return EvictF32<ev::ZipVL>::Config{};
+          }),
       evict_method<kvcompress::ElasticCachePolicy<kvcompress::quant::DenseF32>>("Elastic Cache (bucket mean)",
           [](std::size_t b, const Workload& w) {
             kvcompress::ElasticCachePolicy<kvcompress::quant::DenseF32>::Config c;

@@ -65,9 +65,18 @@ QuantRun run_quant(const KvqData& data, std::size_t n_eval, const typename P::Co
   kvc::KVCache<P> cache(shape, config);
   const std::size_t n = data.n_tokens, d = static_cast<std::size_t>(data.head_dim);
   const std::size_t hq = static_cast<std::size_t>(data.num_q_heads), hkv = static_cast<std::size_t>(data.num_kv_heads);
+  // A multimodal prompt: 64 text tokens, an image span, 64 text tokens (label-agnostic stores
+  // are unaffected; CalibQuant quantizes the image span to 1 bit, VidKV/AKVQ-VL use the labels).
+  std::vector<kvc::Modality> mod(n);
+  for (std::size_t t = 0; t < n; ++t)
+    mod[t] = (t < 64 || t + 64 >= n) ? kvc::Modality::kText : kvc::Modality::kImage;
+  // The last token arrives as a decode step: stores that encode the prompt once it is complete
+  // (CalibQuant's visual spans) have done so before the measured queries attend.
   for (int l = 0; l < shape.num_layers; ++l) {
     const auto& L = data.layers[static_cast<std::size_t>(l)];
-    cache.append(l, (domain == KeyDomain::kPreRope ? L.k_pre : L.k).data(), L.v.data(), n, kvc::Modality::kText);
+    const float* k = (domain == KeyDomain::kPreRope ? L.k_pre : L.k).data();
+    cache.append(l, k, L.v.data(), n - 1, mod.data());
+    cache.append(l, k + (n - 1) * hkv * d, L.v.data() + (n - 1) * hkv * d, 1, mod.data() + n - 1);
   }
   cache.end_prefill();
   QuantRun r;
@@ -132,6 +141,30 @@ inline std::vector<QuantMethod> quant_methods() {
             return c;
           },
           KeyDomain::kPreRope),
+      quant_method<QuantOnly<q::Cq8c8b>>(
+          "CQ-8c8b 1 bit/ch (Gaussian fallback codebook, pre-RoPE)",
+          [](const kvcompress::quant::common::RopeParams& r) {
+            QuantOnly<q::Cq8c8b>::Config c;
+            c.quant.codebooks = q::cq_gaussian_codebooks(static_cast<int>(r.head_dim), 8, 8);
+            c.quant.rope = r;
+            return c;
+          },
+          KeyDomain::kPreRope),
+      quant_method<QuantOnly<q::Cq4c8b>>(
+          "CQ-4c8b 2 bits/ch (Gaussian fallback codebook, pre-RoPE)",
+          [](const kvcompress::quant::common::RopeParams& r) {
+            QuantOnly<q::Cq4c8b>::Config c;
+            c.quant.codebooks = q::cq_gaussian_codebooks(static_cast<int>(r.head_dim), 4, 8);
+            c.quant.rope = r;
+            return c;
+          },
+          KeyDomain::kPreRope),
+      quant_method<QuantOnly<q::AkvqVl>>("AKVQ-VL (WHT, 2-bit PSA / 4-bit TSA layers)"),
+      quant_method<QuantOnly<q::CalibQuant1Bit>>("CalibQuant 1-bit image span"),
+      quant_method<QuantOnly<q::VidKV_K15_V158>>("VidKV K1.5 / V1.58"),
+      quant_method<QuantOnly<q::Gear2>>("GEAR-2 (G64 n_b 64, rank 4/2, 2 % outliers)"),
+      quant_method<QuantOnly<q::Ott2>>("OTT-2 (G128 R32, 3 outlier tokens)"),
+      quant_method<QuantOnly<q::SubKV2>>("SubKV-2 (our interpretation)"),
   };
 }
 
