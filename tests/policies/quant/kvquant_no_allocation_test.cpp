@@ -1,42 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// KVQuant's decode path (append one token + attend, calibrated and data-free, with and without
-// decode-time eviction) performs no heap allocation after construction: every operator new in
-// the process is counted while decoding.
+// KVQuant decodes without heap allocation once the cache is built and prefilled (calibrated and
+// data-free, alone and under H2O / StreamingLLM eviction).
 
-#include <gtest/gtest.h>
-
-#include <atomic>
-#include <cstdlib>
-#include <memory>
-#include <new>
-
-#include "kvcompress/kvcompress.hpp"
-#include "kvcompress/policies/quant/kvquant.hpp"
-#include "support/cache_test_support.hpp"
-
-namespace {
-std::atomic<long> g_allocations{0};
-}
-
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  const std::size_t al = static_cast<std::size_t>(a);
-  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
-  throw std::bad_alloc();
-}
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+#include "support/allocation_counter.hpp"
 
 namespace {
 
@@ -60,19 +26,7 @@ void decode_without_allocation(typename Evict::Config ecfg, bool calibrated) {
     qc.calibration = c;
   }
   using P = Policy<Evict, merge::None, Q>;
-  KVCache<P> cache(s, typename P::Config{ecfg, {}, qc});
-  auto k = kvtest::random_kv(300, 1, 128, 1);
-  auto q = kvtest::random_kv(300, 4, 128, 2);
-  std::vector<float> out(q.size());
-  cache.append(0, k.data(), k.data(), 200);
-  cache.attend(0, q.data(), 200, out.data());
-  cache.end_prefill();
-  const long before = g_allocations.load();
-  for (int step = 0; step < 300; ++step) {
-    cache.append(0, k.data() + (step % 300) * 128, k.data() + ((step + 7) % 300) * 128, 1);
-    cache.attend(0, q.data() + (step % 300) * 512, 1, out.data());
-  }
-  EXPECT_EQ(g_allocations.load() - before, 0) << Evict::kName << " calibrated=" << calibrated;
+  kvtest::expect_decode_without_allocation<KVCache<P>>(s, typename P::Config{ecfg, {}, qc}, nullptr, 200, 300);
 }
 
 TEST(KVQuantNoAllocation, Decode) {
