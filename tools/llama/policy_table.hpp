@@ -91,6 +91,7 @@ inline std::vector<PolicyEntry> evaluation_policies() {
       {"GEAR-2 (G64 n_b 64, rank 4/2, 2% outliers)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::Gear2>>(s); }},
       {"OTT-2 (G128 R32, 3 outlier tokens)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::Ott2>>(s); }},
       {"SubKV-2 (our interpretation)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::SubKV2>>(s); }},
+      {"VidKV K1.5 / V1.58", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::VidKV_K15_V158>>(s); }},
       {"AKVQ-VL (2-bit PSA, first 2 layers 4-bit TSA)", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::AkvqVl>>(s); }},
       {"llama.cpp q8_0", [](const Shape& s, std::size_t) { return make<QuantOnly<kvc::quant::GgmlQ8_0>>(s); }},
       {"llama.cpp K q8_0 / V q4_0", [](const Shape& s, std::size_t) { return make<Q8K_Q4V>(s); }},
