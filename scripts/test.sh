@@ -10,8 +10,8 @@
 #   bench    build/release  every benchmark executable once with --benchmark_min_time=0.01
 #                           (target kvcompress_bench_smoke; Google Benchmark 1.7 flag syntax)
 #   asan     build/asan     -O1 -g1 (asserts on) + KVCOMPRESS_SANITIZE=ON (ASan+UBSan), tests only; ctest
-#   scalar   build/scalar   Release + KVCOMPRESS_FORCE_SCALAR=ON, tests only; ctest
-#   avx2     build/avx2     Release + KVCOMPRESS_ARCH_FLAGS=-march=x86-64-v3, tests only; ctest
+#   scalar   build/scalar   Release + KVCOMPRESS_FORCE_SCALAR=ON; builds and runs the SIMD-dependent tests (label isa)
+#   avx2     build/avx2     Release + KVCOMPRESS_ARCH_FLAGS=-march=x86-64-v3; the same subset
 # The packaging tests (label `packaging`) do not depend on the configuration; they run in
 # `release` only. Builds are incremental: rerunning after an edit rebuilds what changed.
 #
@@ -74,14 +74,17 @@ stage_asan() {
     -DKVCOMPRESS_SANITIZE=ON "${tests_only[@]}"
   run_ctest build/asan -LE packaging
 }
-stage_scalar() {
-  configure_and_build build/scalar -DCMAKE_BUILD_TYPE=Release -DKVCOMPRESS_FORCE_SCALAR=ON "${tests_only[@]}"
-  run_ctest build/scalar -LE packaging
+# The forced-scalar and AVX2-only stages build and run the SIMD-dependent tests only (kernels,
+# cache core, quantization policies: label "isa", target kvcompress_isa_tests); eviction and
+# merging logic does not change with the SIMD level and runs in the Release and ASan stages.
+isa_stage() {
+  local dir=$1; shift
+  cmake -S "$ROOT" -B "$dir" "${launcher_args[@]}" -DCMAKE_BUILD_TYPE=Release "$@" "${tests_only[@]}"
+  cmake --build "$dir" --parallel "$JOBS" --target kvcompress_isa_tests
+  run_ctest "$dir" -L isa
 }
-stage_avx2() {
-  configure_and_build build/avx2 -DCMAKE_BUILD_TYPE=Release -DKVCOMPRESS_ARCH_FLAGS=-march=x86-64-v3 "${tests_only[@]}"
-  run_ctest build/avx2 -LE packaging
-}
+stage_scalar() { isa_stage build/scalar -DKVCOMPRESS_FORCE_SCALAR=ON; }
+stage_avx2() { isa_stage build/avx2 -DKVCOMPRESS_ARCH_FLAGS=-march=x86-64-v3; }
 
 t_start=$SECONDS
 summary=()

@@ -3,8 +3,8 @@
 /// \file
 /// The quantizers kvc_quant_quality compares — the one place to add a method: append one line to
 /// quant_methods(). Each line is `quant_method<Policy>(label[, config factory][, key domain])`:
-///  * the config factory receives the data's RoPE parameters (pre-RoPE stores such as KVQuant
-///    and CQ need them to rotate keys at attention time);
+///  * the config factory receives the data (its RoPE parameters: pre-RoPE stores such as KVQuant
+///    and CQ rotate keys at attention time; its activations: in-sample calibration rows);
 ///  * KeyDomain::kPreRope makes the tool append the pre-RoPE keys; materialize() of every store
 ///    returns post-RoPE keys (core/policy_traits.hpp), so errors are measured in one key space.
 /// The dense fp32 cache is not listed: it is the reference every row is measured against.
@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -103,16 +104,40 @@ QuantRun run_quant(const KvqData& data, std::size_t n_eval, const typename P::Co
 template <class P>
 QuantMethod quant_method(
     std::string label,
-    std::function<typename P::Config(const kvcompress::quant::common::RopeParams&)> config =
-        [](const kvcompress::quant::common::RopeParams&) { return typename P::Config{}; },
+    std::function<typename P::Config(const KvqData&)> config = [](const KvqData&) { return typename P::Config{}; },
     KeyDomain domain = KeyDomain::kPostRope) {
   return {std::move(label), [config, domain](const KvqData& data, std::size_t n_eval) {
-            return detail::run_quant<P>(data, n_eval, config(data.rope), domain);
+            return detail::run_quant<P>(data, n_eval, config(data), domain);
           }};
 }
 
 template <class Quant>
 using QuantOnly = kvcompress::Policy<kvcompress::evict::None, kvcompress::merge::None, Quant>;
+
+/// A CQ config whose codebooks are fitted (k-means) on the data's own pre-RoPE keys and values,
+/// one set per (layer, KV head): an in-sample upper bound of what calibration can give.
+template <class P>
+typename P::Config cq_fitted(const KvqData& d, int c, int bits) {
+  namespace q = kvcompress::quant;
+  const std::size_t dd = static_cast<std::size_t>(d.head_dim), hkv = static_cast<std::size_t>(d.num_kv_heads);
+  std::vector<std::vector<float>> ks, vs;
+  for (const auto& L : d.layers)
+    for (std::size_t h = 0; h < hkv; ++h) {
+      ks.emplace_back();
+      vs.emplace_back();
+      for (std::size_t t = 0; t < d.n_tokens; ++t) {
+        const std::size_t o = (t * hkv + h) * dd;
+        ks.back().insert(ks.back().end(), L.k_pre.begin() + static_cast<std::ptrdiff_t>(o), L.k_pre.begin() + static_cast<std::ptrdiff_t>(o + dd));
+        vs.back().insert(vs.back().end(), L.v.begin() + static_cast<std::ptrdiff_t>(o), L.v.begin() + static_cast<std::ptrdiff_t>(o + dd));
+      }
+    }
+  std::vector<q::CqStreamSamples> samples;
+  for (std::size_t i = 0; i < ks.size(); ++i) samples.push_back({ks[i].data(), vs[i].data(), d.n_tokens});
+  typename P::Config cfg;
+  cfg.quant.codebooks = q::cq_fit_codebooks(static_cast<int>(d.layers.size()), d.num_kv_heads, d.head_dim, c, bits, samples);
+  cfg.quant.rope = d.rope;
+  return cfg;
+}
 
 /// The reference: the dense fp32 cache.
 inline QuantMethod reference_method() {
@@ -135,30 +160,45 @@ inline std::vector<QuantMethod> quant_methods() {
       quant_method<QuantOnly<q::GgmlQ4_0Had>>("llama.cpp q4_0 + Hadamard K"),
       quant_method<QuantOnly<q::KVQuantNuq3>>(
           "KVQuant nuq3-1% (data-free NF, pre-RoPE)",
-          [](const kvcompress::quant::common::RopeParams& r) {
+          [](const KvqData& d) {
             QuantOnly<q::KVQuantNuq3>::Config c;
-            c.quant.rope = r;
+            c.quant.rope = d.rope;
+            return c;
+          },
+          KeyDomain::kPreRope),
+      quant_method<QuantOnly<q::KVQuantNuq3>>(
+          "KVQuant nuq3-1% (calibrated in-sample, pre-RoPE)",
+          [](const KvqData& d) {
+            std::vector<q::KVQuantLayerActivations> acts;
+            for (const auto& L : d.layers) {
+              q::KVQuantLayerActivations a;
+              a.k = L.k_pre.data();
+              a.v = L.v.data();
+              a.tokens = d.n_tokens;
+              acts.push_back(a);
+            }
+            QuantOnly<q::KVQuantNuq3>::Config c;
+            c.quant.calibration =
+                std::make_shared<q::KVQuantCalibration>(q::calibrate_kvquant(d.num_kv_heads, d.head_dim, acts));
+            c.quant.rope = d.rope;
             return c;
           },
           KeyDomain::kPreRope),
       quant_method<QuantOnly<q::Cq8c8b>>(
           "CQ-8c8b 1 bit/ch (Gaussian fallback codebook, pre-RoPE)",
-          [](const kvcompress::quant::common::RopeParams& r) {
+          [](const KvqData& d) {
             QuantOnly<q::Cq8c8b>::Config c;
-            c.quant.codebooks = q::cq_gaussian_codebooks(static_cast<int>(r.head_dim), 8, 8);
-            c.quant.rope = r;
+            c.quant.codebooks = q::cq_gaussian_codebooks(d.head_dim, 8, 8);
+            c.quant.rope = d.rope;
             return c;
           },
           KeyDomain::kPreRope),
-      quant_method<QuantOnly<q::Cq4c8b>>(
-          "CQ-4c8b 2 bits/ch (Gaussian fallback codebook, pre-RoPE)",
-          [](const kvcompress::quant::common::RopeParams& r) {
-            QuantOnly<q::Cq4c8b>::Config c;
-            c.quant.codebooks = q::cq_gaussian_codebooks(static_cast<int>(r.head_dim), 4, 8);
-            c.quant.rope = r;
-            return c;
-          },
-          KeyDomain::kPreRope),
+      quant_method<QuantOnly<q::Cq8c8b>>("CQ-8c8b 1 bit/ch (codebooks fitted in-sample, pre-RoPE)",
+                                         [](const KvqData& d) { return cq_fitted<QuantOnly<q::Cq8c8b>>(d, 8, 8); },
+                                         KeyDomain::kPreRope),
+      quant_method<QuantOnly<q::Cq4c8b>>("CQ-4c8b 2 bits/ch (codebooks fitted in-sample, pre-RoPE)",
+                                         [](const KvqData& d) { return cq_fitted<QuantOnly<q::Cq4c8b>>(d, 4, 8); },
+                                         KeyDomain::kPreRope),
       quant_method<QuantOnly<q::AkvqVl>>("AKVQ-VL (WHT, 2-bit PSA / 4-bit TSA layers)"),
       quant_method<QuantOnly<q::CalibQuant1Bit>>("CalibQuant 1-bit image span"),
       quant_method<QuantOnly<q::VidKV_K15_V158>>("VidKV K1.5 / V1.58"),

@@ -97,7 +97,8 @@ KvqData fixture_data(const std::string& path) {
   d.n_tokens = static_cast<std::size_t>(f.n_tokens);
   d.rope.head_dim = static_cast<std::size_t>(f.head_dim);
   d.rope.base = f.rope_base;
-  d.rope.layout = kvcompress::quant::common::RopeLayout::kRotateHalf;  // HF Llama
+  // The engine applies ggml NORM-mode RoPE (adjacent channel pairs) to GGUF-permuted weights.
+  d.rope.layout = kvcompress::quant::common::RopeLayout::kInterleaved;
   std::ostringstream name;
   name << "real activations of " << f.model_name << " (" << path << "; stored as fp16, so dense fp16 is lossless here), layers";
   for (const auto& L : f.layers) {
