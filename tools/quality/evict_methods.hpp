@@ -156,6 +156,7 @@ inline std::vector<EvictMethod> evict_methods() {
             EvictF32<ev::PyramidKV>::Config c;
             c.evict.budget = {double(b) / double(w.n_prompt), 0};
             c.evict.window = 32;
+            c.evict.on_protected_overflow = ev::common::ProtectedOverflow::kTruncate;
             return c;
           }),
       evict_method<EvictF32<ev::TOVA>>("TOVA", [](std::size_t b, const Workload&) {
