@@ -155,7 +155,7 @@ struct AkvqVlQuant {
       kvcompress::detail::require(uniform, "quant::AkvqVl::Store", "layer_types", "a mixed TSA/PSA table",
                                   "a uniform table (KVCache passes each store its layer and KV head)");
     }
-    Store(int d, const Config& cfg, BlockTable table, int layer, int kv_head)
+    Store(int d, const Config& cfg, BlockTable table, int layer, int /*kv_head*/)
         : d_(static_cast<std::size_t>(d)), group_(cfg.group_for(d)), geo_(layout(d, cfg)),
           tsa_(cfg.type_of(layer) == AkvqLayerType::kTsa), ext_(tsa_ && HighBits == 4),
           window_(cfg.recent_window), max_pivots_(tsa_ || cfg.pivot_score == AkvqPivotScore::kNone ? 0 : cfg.pivots),

@@ -92,7 +92,7 @@ inline Selection keep_top_k(const SlotView& s, const float* live_score, const Pr
   mark_protected(pc, n, nullptr, mod.data(), prot.data());
   const std::size_t n_protected = count_protected(prot.data(), n);
   if (k < n && n_protected > k)
-    detail::require(overflow != ProtectedOverflow::kError, where, budget_field, k, [&] {
+    detail::require(overflow != ProtectedOverflow::kError, where, budget_field, std::to_string(k) + " slots", [&] {
       return ">= the protected set of layer " + std::to_string(s.layer) + " (" + std::to_string(n_protected) +
              " slots: sinks, window, recent), or on_protected_overflow = keep_all / truncate";
     });
