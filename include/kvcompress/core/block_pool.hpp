@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvcompress/core/errors.hpp"
@@ -30,6 +32,19 @@ constexpr std::size_t align_up(std::size_t n) {
 class BlockPool {
  public:
   BlockPool() = default;
+  // Movable (the cache assigns its pool after sizing it); the mutex is not moved: a pool is only
+  // moved before any stream uses it.
+  BlockPool(BlockPool&& o) noexcept { *this = std::move(o); }
+  BlockPool& operator=(BlockPool&& o) noexcept {
+    block_bytes_ = o.block_bytes_;
+    num_blocks_ = o.num_blocks_;
+    owned_ = std::move(o.owned_);
+    base_ = o.base_;
+    free_ = std::move(o.free_);
+    o.base_ = nullptr;
+    o.num_blocks_ = 0;
+    return *this;
+  }
 
   /// Owns its arena: allocates num_blocks·block_bytes bytes, 64-byte aligned.
   BlockPool(std::size_t block_bytes, std::size_t num_blocks)
@@ -66,13 +81,19 @@ class BlockPool {
   std::size_t num_used() const { return num_blocks_ - free_.size(); }
 
   /// Takes a free block; the caller has checked num_free() > 0 (capacity was validated).
+  /// acquire and release are thread-safe: the streams of one cache grow and shrink concurrently
+  /// (one task per KV head through the Executor).
   std::int32_t acquire() {
+    std::lock_guard<std::mutex> lock(mutex_);
     const std::int32_t b = free_.back();
     free_.pop_back();
     return b;
   }
   /// Returns a block to the free list (never reallocates: capacity is num_blocks).
-  void release(std::int32_t b) { free_.push_back(b); }
+  void release(std::int32_t b) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(b);
+  }
 
   std::byte* data(std::int32_t b) { return base_ + static_cast<std::size_t>(b) * block_bytes_; }
   const std::byte* data(std::int32_t b) const {
@@ -94,6 +115,7 @@ class BlockPool {
   std::unique_ptr<std::byte, AlignedDelete> owned_;
   std::byte* base_ = nullptr;
   std::vector<std::int32_t> free_;
+  std::mutex mutex_;  // guards free_ in acquire/release
 };
 
 /// One stream's blocks, in slot order: block i holds slots [i·block_tokens, (i+1)·block_tokens).
