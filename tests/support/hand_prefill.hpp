@@ -32,6 +32,9 @@ struct HandPrefill {
   std::vector<std::vector<float>> q;            ///< [L][Hq*rows*d]
   std::vector<std::vector<std::int32_t>> qpos;  ///< [L][rows]
   std::vector<std::uint8_t> keep;               ///< [L*views][n]
+  /// [L*views][n] precision tiers handed to the policy when `with_tiers` (a tiered store's cache).
+  std::vector<kvcompress::PrecisionTier> tier;
+  bool with_tiers = false;
   float scale = 0.0f;
 
   HandPrefill(const kvcompress::CacheShape& s, int views_per_layer, std::size_t slots)
@@ -90,7 +93,9 @@ struct HandPrefill {
     src.read = &HandPrefill::read_fn;
     src.self = this;
     src.scale = scale;
-    return kvcompress::PrefillContext(shape, views, views_.data(), keep.data(), n, src);
+    tier.assign(views_.size() * n, kvcompress::PrecisionTier::kPending);
+    return kvcompress::PrefillContext(shape, views, views_.data(), keep.data(), n, src,
+                                      with_tiers ? tier.data() : nullptr);
   }
 
  private:

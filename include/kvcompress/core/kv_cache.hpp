@@ -120,6 +120,8 @@ class KVCache {
   static constexpr bool kStaging = kRebuildsAtPrefillEnd && !kExactStore;
   /// Keys arrive pre-RoPE and staging holds them rotated (policy_traits.hpp, rope_keys).
   static constexpr bool kRotatesStagedKeys = kStaging && traits::quant_rotates_keys<Quant>::value;
+  /// The store encodes each token at the precision tier the Evict axis picks (precision_tier.hpp).
+  static constexpr bool kTiered = traits::quant_has_tiers<Quant>::value;
 
  public:
   using Policy = P;
@@ -174,6 +176,7 @@ class KVCache {
       rebuild_v_.resize(shape_.capacity * d);
       rebuild_pos_.resize(shape_.capacity);
       rebuild_mod_.resize(shape_.capacity);
+      if constexpr (kTiered) rebuild_tier_.resize(shape_.capacity);
     }
     qwin_rows_max_ = Evict::query_window(config_.evict);
     if (qwin_rows_max_ > 0) {
@@ -207,6 +210,10 @@ class KVCache {
       w.store.resize(std::max<std::size_t>(1, Store::scratch_floats(shape_.head_dim, config_.quant)));
     }
     keep_.resize(tables_.size() * cap);
+    if constexpr (kTiered) {
+      tiers_.assign(tables_.size() * cap, PrecisionTier::kPending);
+      tier_plan_.resize(static_cast<std::size_t>(views_per_layer()) * cap);
+    }
     retained_.resize(static_cast<std::size_t>(shape_.num_kv_heads) * cap);
     views_.resize(tables_.size());
     compact_.resize(static_cast<std::size_t>(views_per_layer()));
@@ -240,8 +247,9 @@ class KVCache {
     return Store::fixed_bytes(shape.head_dim, config.quant);
   }
 
-  /// Metadata bytes per slot and slot table: position (int32), modality, alive flag.
-  static constexpr std::size_t kMetadataBytesPerSlot = sizeof(std::int32_t) + 2;
+  /// Metadata bytes per slot and slot table: position (int32), modality, alive flag, and the
+  /// precision tier when the store has tiers.
+  static constexpr std::size_t kMetadataBytesPerSlot = sizeof(std::int32_t) + 2 + (kTiered ? 1 : 0);
 
   const CacheShape& shape() const { return shape_; }
   const Config& config() const { return config_; }
@@ -299,13 +307,18 @@ class KVCache {
         const std::size_t t = table_index(l, v);
         views_[t] = view(l, v);
         std::copy(tables_[t].alive.begin(), tables_[t].alive.begin() + tables_[t].n, keep_.begin() + t * cap);
+        if constexpr (kTiered) {  // the policy decides every slot's tier afresh
+          std::fill(tiers_.begin() + t * cap, tiers_.begin() + t * cap + tables_[t].n, PrecisionTier::kPending);
+          views_[t].tier = tiers(l, v);
+        }
       }
     PrefillSources sources;
     sources.queries = qwin_rows_max_ > 0 ? qwin_views_.data() : nullptr;
     sources.read = &read_full_precision;
     sources.self = this;
     sources.scale = last_scale_;
-    PrefillContext ctx(shape_, views_per_layer(), views_.data(), keep_.data(), cap, sources);
+    PrefillContext ctx(shape_, views_per_layer(), views_.data(), keep_.data(), cap, sources,
+                       kTiered ? tiers_.data() : nullptr);
     Evict::on_prefill_end(config_.evict, ctx);
     for (int l = 0; l < shape_.num_layers; ++l)
       for (int v = 0; v < views_per_layer(); ++v) {
@@ -446,7 +459,8 @@ class KVCache {
     std::size_t bytes = owns_arena() ? pool_.block_bytes() * pool_.num_blocks() : 0;
     if constexpr (kStaging) bytes += staging_pool_.block_bytes() * staging_pool_.num_blocks();
     bytes += (rebuild_k_.size() + rebuild_v_.size() + qwin_.size() + layer_scores_.size()) * sizeof(float);
-    bytes += rebuild_pos_.size() * sizeof(std::int32_t) + rebuild_mod_.size() + qwin_pos_.size() * sizeof(std::int32_t);
+    bytes += rebuild_pos_.size() * sizeof(std::int32_t) + rebuild_mod_.size() + rebuild_tier_.size() +
+             tier_plan_.size() + qwin_pos_.size() * sizeof(std::int32_t);
     bytes += stores_.size() * Store::fixed_bytes(shape_.head_dim, config_.quant);
     bytes += tables_.size() * shape_.capacity * kMetadataBytesPerSlot + scores_.size() * sizeof(float);
     for (const auto& w : workers_)
@@ -543,6 +557,7 @@ class KVCache {
       if (!kept[j]) continue;
       rebuild_pos_[m] = t.pos[j];
       rebuild_mod_[m] = t.mod[j];
+      if constexpr (kTiered) rebuild_tier_[m] = tiers(l, v)[j];
       ++m;
     }
     const SlotView sv = view(l, v);
@@ -568,12 +583,14 @@ class KVCache {
       if constexpr (kStaging) staging_[stream_index(l, h)].clear();
       store(l, h).clear();
       if (m > 0)
-        store_append(store(l, h), K, V, d, m, TokenInfo{rebuild_pos_.data(), rebuild_mod_.data()},
+        store_append(store(l, h), K, V, d, m,
+                     TokenInfo{rebuild_pos_.data(), rebuild_mod_.data(), kTiered ? rebuild_tier_.data() : nullptr},
                      workers_[0].store.data());
       if constexpr (Evict::kNeedsScores) compact_array(scores(l, h), kept, n);
     });
     std::copy(rebuild_pos_.begin(), rebuild_pos_.begin() + static_cast<std::ptrdiff_t>(m), t.pos.begin());
     std::copy(rebuild_mod_.begin(), rebuild_mod_.begin() + static_cast<std::ptrdiff_t>(m), t.mod.begin());
+    if constexpr (kTiered) std::copy(rebuild_tier_.begin(), rebuild_tier_.begin() + static_cast<std::ptrdiff_t>(m), tiers(l, v));
     std::fill(t.alive.begin(), t.alive.begin() + static_cast<std::ptrdiff_t>(m), std::uint8_t{1});
     t.n = t.n_alive = m;
   }
@@ -611,6 +628,8 @@ class KVCache {
       for (int h = 0; h < shape_.num_kv_heads; ++h) f(h);
     }
   }
+
+  PrecisionTier* tiers(int l, int v) { return tiers_.data() + table_index(l, v) * shape_.capacity; }
 
   SlotView view(int l, int v) const {
     const Table& t = tables_[table_index(l, v)];
@@ -680,6 +699,7 @@ class KVCache {
     compact_array(t.pos.data(), retained, t.n);
     compact_array(t.mod.data(), retained, t.n);
     compact_array(t.alive.data(), retained, t.n);
+    if constexpr (kTiered) compact_array(tiers(l, v), retained, t.n);
     t.n = new_n;
   }
 
@@ -714,7 +734,15 @@ class KVCache {
       std::uint8_t* keep = keep_.data() + ti * cap;
       std::copy(t.alive.begin(), t.alive.begin() + t.n, keep);
       // A policy that selects at prefill end sees the whole prompt once, at its end (BB-16 rule 1).
-      if (!(Evict::kSelectsAtPrefillEnd && prefill_open_)) Evict::make_room(config_.evict, view(layer, vw), n, keep);
+      if (!(Evict::kSelectsAtPrefillEnd && prefill_open_)) {
+        SlotView sv = view(layer, vw);
+        if constexpr (kTiered) {  // tier decisions are planned on a copy too
+          PrecisionTier* plan = tier_plan_.data() + static_cast<std::size_t>(vw) * cap;
+          std::copy(tiers(layer, vw), tiers(layer, vw) + t.n, plan);
+          sv.tier = plan;
+        }
+        Evict::make_room(config_.evict, sv, n, keep);
+      }
       std::size_t alive_after = 0;
       for (std::size_t j = 0; j < t.n; ++j) alive_after += (t.alive[j] && keep[j]) ? 1 : 0;
       const std::size_t dead = t.n - alive_after;
@@ -732,8 +760,15 @@ class KVCache {
                std::to_string(layer) + " (capacity " + std::to_string(cap) + " slots)";
       });
     }
-    for (int vw = 0; vw < views_per_layer(); ++vw)
+    for (int vw = 0; vw < views_per_layer(); ++vw) {
+      if constexpr (kTiered)
+        if (!(Evict::kSelectsAtPrefillEnd && prefill_open_))
+          std::copy(tier_plan_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(vw) * cap),
+                    tier_plan_.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(vw) * cap +
+                                                                     tables_[table_index(layer, vw)].n),
+                    tiers(layer, vw));
       apply_keep(layer, vw, keep_.data() + table_index(layer, vw) * cap, compact[vw] != 0);
+    }
 
     // Slot metadata of the new tokens first: stores that take TokenInfo read it.
     std::int64_t& seen = seen_[static_cast<std::size_t>(layer)];
@@ -743,6 +778,7 @@ class KVCache {
         t.pos[t.n + i] = static_cast<std::int32_t>(seen + static_cast<std::int64_t>(i));
         t.mod[t.n + i] = mods ? mods[i] : mod;
         t.alive[t.n + i] = 1;
+        if constexpr (kTiered) tiers(layer, vw)[t.n + i] = PrecisionTier::kPending;
       }
     }
 
@@ -753,10 +789,16 @@ class KVCache {
     auto task = [&](std::size_t h, int w) {
       const Table& t = table(layer, static_cast<int>(h));
       Worker& wk = workers_[static_cast<std::size_t>(w)];
+      const PrecisionTier* tier = nullptr;  // the new tokens' tiers (kPending), tiered stores only
       with_store(layer, static_cast<int>(h), [&](auto& s) {
+        if constexpr (kTiered && std::is_same_v<std::decay_t<decltype(s)>, Store>) {
+          const PrecisionTier* all = tiers(layer, Evict::kPerHead ? static_cast<int>(h) : 0);
+          s.apply_tiers(all, wk.store.data());  // decisions make_room took on earlier slots
+          tier = all + t.n;
+        }
         if constexpr (std::is_same_v<T, float>) {
           if (!rotate) {
-            store_append(s, k + h * d, v + h * d, hd, n, TokenInfo{t.pos.data() + t.n, t.mod.data() + t.n},
+            store_append(s, k + h * d, v + h * d, hd, n, TokenInfo{t.pos.data() + t.n, t.mod.data() + t.n, tier},
                          wk.store.data());
             return;
           }
@@ -772,7 +814,9 @@ class KVCache {
           }
           if constexpr (kRotatesStagedKeys)
             if (rotate) Quant::rope_keys(config_.quant, kf, c, d, t.pos.data() + t.n + t0, false);
-          store_append(s, kf, vf, d, c, TokenInfo{t.pos.data() + t.n + t0, t.mod.data() + t.n + t0}, wk.store.data());
+          store_append(s, kf, vf, d, c,
+                       TokenInfo{t.pos.data() + t.n + t0, t.mod.data() + t.n + t0, tier ? tier + t0 : nullptr},
+                       wk.store.data());
         }
       });
     };
@@ -929,6 +973,8 @@ class KVCache {
   std::vector<float> rebuild_k_, rebuild_v_;
   std::vector<std::int32_t> rebuild_pos_;
   std::vector<Modality> rebuild_mod_;
+  std::vector<PrecisionTier> tiers_, rebuild_tier_;  // kTiered: per slot and view, like keep_
+  std::vector<PrecisionTier> tier_plan_;             // kTiered: make_room's decisions of one layer
   // The last query_window() query rows per layer before end_prefill ([L][Hq][W][d]).
   std::size_t qwin_rows_max_ = 0;
   std::vector<float> qwin_;

@@ -29,6 +29,9 @@
 ///   bool inverse)`: the cache rotates the fp16 prompt staging rows with it (prefill attention,
 ///   scores and merges work on post-RoPE keys, BB-16 rule 4) and un-rotates kept rows before the
 ///   store encodes them. Such a store's `read` returns post-RoPE keys.
+///   A Quant that encodes each token at one of two precisions (`kPrecisionTiers = true`, ZipVL)
+///   provides `void apply_tiers(const PrecisionTier* tier, float* scratch)` on its Store and reads
+///   `TokenInfo::tier`; the Evict axis then decides the tiers (core/precision_tier.hpp).
 ///
 /// **Evict** (which slots to keep; defaults and their meaning in policies/evict/none.hpp, Base):
 ///   `kName; static constexpr bool kPerHead, kNeedsScores, kSelectsAtPrefillEnd;`
@@ -112,6 +115,16 @@ struct quant_rotates_keys<P, std::void_t<decltype(P::rope_keys(std::declval<cons
                                                                std::declval<float*>(), std::size_t{}, std::size_t{},
                                                                std::declval<const std::int32_t*>(), true))>>
     : std::true_type {};
+
+/// Quant stores each token at one of two precisions chosen by the Evict axis
+/// (core/precision_tier.hpp): `static constexpr bool kPrecisionTiers = true` and
+/// `Store::apply_tiers(const PrecisionTier*, float*)`.
+template <class, class = void>
+struct quant_has_tiers : std::false_type {};
+template <class P>
+struct quant_has_tiers<P, std::void_t<decltype(std::declval<typename P::Store&>().apply_tiers(
+                              std::declval<const PrecisionTier*>(), std::declval<float*>()))>>
+    : std::bool_constant<P::kPrecisionTiers> {};
 
 template <class, class = void>
 struct store_has_attention : std::false_type {};

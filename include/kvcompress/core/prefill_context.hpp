@@ -21,6 +21,7 @@
 
 #include "kvcompress/core/cache_shape.hpp"
 #include "kvcompress/core/errors.hpp"
+#include "kvcompress/core/precision_tier.hpp"
 #include "kvcompress/core/query_rows.hpp"
 #include "kvcompress/core/slot_view.hpp"
 
@@ -44,16 +45,25 @@ struct PrefillSources {
 /// clears entries to evict them (setting a dead slot to 1 is ignored).
 class PrefillContext {
  public:
+  /// `tiers` (optional) has the same layout as `keep`: one precision tier per slot and view, for
+  /// a store that encodes at two precisions (core/precision_tier.hpp); nullptr otherwise.
   PrefillContext(const CacheShape& shape, int views_per_layer, const SlotView* views,
-                 std::uint8_t* keep, std::size_t keep_stride, const PrefillSources& sources = {})
+                 std::uint8_t* keep, std::size_t keep_stride, const PrefillSources& sources = {},
+                 PrecisionTier* tiers = nullptr)
       : shape_(shape), views_per_layer_(views_per_layer), views_(views), keep_(keep),
-        keep_stride_(keep_stride), src_(sources) {}
+        keep_stride_(keep_stride), src_(sources), tiers_(tiers) {}
 
   const CacheShape& shape() const { return shape_; }
   int num_layers() const { return shape_.num_layers; }
   int views_per_layer() const { return views_per_layer_; }
   const SlotView& slots(int layer, int view) const { return views_[index(layer, view)]; }
   std::uint8_t* keep(int layer, int view) { return keep_ + index(layer, view) * keep_stride_; }
+  /// Precision tier per slot of the view (all kPending on entry), writable: a policy may demote
+  /// slots to PrecisionTier::kLow instead of evicting them. nullptr when the store has a single
+  /// precision — such a policy then evicts.
+  PrecisionTier* tier(int layer, int view) {
+    return tiers_ ? tiers_ + index(layer, view) * keep_stride_ : nullptr;
+  }
 
   /// The query window kept for `layer` ([Hq][rows][d], unscaled, post-RoPE); rows = 0 if none.
   QueryRows queries(int layer) const {
@@ -86,6 +96,7 @@ class PrefillContext {
   std::uint8_t* keep_;
   std::size_t keep_stride_;
   PrefillSources src_;
+  PrecisionTier* tiers_;
 };
 
 KVCOMPRESS_NAMESPACE_END

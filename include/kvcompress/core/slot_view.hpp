@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kvcompress/core/modality.hpp"
+#include "kvcompress/core/precision_tier.hpp"
 
 KVCOMPRESS_NAMESPACE_BEGIN
 
@@ -32,6 +33,10 @@ struct SlotView {
   std::int64_t prefill_tokens = -1;
   /// Live slots right after that end_prefill: the compressed prompt's length.
   std::size_t prefill_slots = 0;
+  /// [n] precision tier of each slot, writable: set only in the view make_room receives when the
+  /// store encodes at two precisions (core/precision_tier.hpp); a policy may then demote slots to
+  /// PrecisionTier::kLow instead of evicting them. nullptr otherwise.
+  PrecisionTier* tier = nullptr;
 };
 
 KVCOMPRESS_NAMESPACE_END

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "kvcompress/core/modality.hpp"
+#include "kvcompress/core/precision_tier.hpp"
 
 KVCOMPRESS_NAMESPACE_BEGIN
 
@@ -21,6 +22,9 @@ KVCOMPRESS_NAMESPACE_BEGIN
 struct TokenInfo {
   const std::int32_t* pos = nullptr;  ///< [n] original absolute positions
   const Modality* mod = nullptr;      ///< [n] modality labels from the engine
+  /// [n] precision tiers (core/precision_tier.hpp); nullptr = all kPending. Set only for stores
+  /// whose Quant declares `kPrecisionTiers`.
+  const PrecisionTier* tier = nullptr;
 };
 
 KVCOMPRESS_NAMESPACE_END

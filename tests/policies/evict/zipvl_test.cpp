@@ -172,6 +172,74 @@ TEST(ZipVL, DecodeReRankTouchesOnlyTheLastInterval) {
   EXPECT_LT(p, 100u);
 }
 
+// Mixed-precision form (spec §7 step 5): with a tiered store the same split demotes U instead of
+// evicting it. The eviction form's kept set is checked against the double oracle above.
+TEST(ZipVL, TieredStoreDemotesTheSlotsTheEvictionFormDrops) {
+  for (double tau : {0.6, 0.9, 1.0}) {
+    evict::ZipVL::Config c;
+    c.tau = tau;
+    c.probe_recent = 8;
+    c.probe_random = 8;
+    auto evicting = make(90, 40, 31);
+    auto ctx_e = evicting.context();
+    evict::ZipVL::on_prefill_end(c, ctx_e);
+    auto tiered = make(90, 40, 31);
+    tiered.with_tiers = true;
+    auto ctx_t = tiered.context();
+    evict::ZipVL::on_prefill_end(c, ctx_t);
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_EQ(tiered.kept(l, 0), tiered.alive) << "nothing evicted, layer " << l;
+      const auto kept = evicting.kept(l, 0);
+      for (std::size_t j = 0; j < 90; ++j)
+        EXPECT_EQ(tiered.tier[static_cast<std::size_t>(l) * 90 + j],
+                  kept[j] ? PrecisionTier::kHigh : PrecisionTier::kLow)
+            << "layer " << l << " slot " << j << " tau " << tau;
+    }
+  }
+}
+
+TEST(ZipVL, DecodeReRankDemotesOnlyTheLastInterval) {
+  evict::ZipVL::Config c;
+  c.tau = 0.8;
+  c.interval = 100;
+  const std::size_t prompt = 40;
+  std::vector<std::int32_t> pos(prompt);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::mt19937 rng(3);
+  std::exponential_distribution<float> e(1.0f);
+  std::vector<float> score(prompt, 0.5f);
+  for (std::int32_t t = 60; t < 160; ++t) pos.push_back(t), score.push_back(std::pow(e(rng), 3.0f));
+  std::vector<std::uint8_t> alive(pos.size(), 1);
+  std::vector<PrecisionTier> tier(pos.size(), PrecisionTier::kPending);
+  std::fill(tier.begin(), tier.begin() + prompt, PrecisionTier::kLow);
+  SlotView s;
+  s.n = s.n_alive = pos.size();
+  s.pos = pos.data();
+  s.alive = alive.data();
+  s.score = score.data();
+  s.tier = tier.data();
+  s.prefill_tokens = 60;
+  s.prefill_slots = prompt;
+  s.tokens_seen = 159;  // not a multiple of the interval: nothing happens
+  std::vector<std::uint8_t> keep(alive);
+  evict::ZipVL::make_room(c, s, 1, keep.data());
+  EXPECT_TRUE(std::all_of(tier.begin() + prompt, tier.end(), [](PrecisionTier t) { return t == PrecisionTier::kPending; }));
+  s.tokens_seen = 160;
+  evict::ZipVL::make_room(c, s, 1, keep.data());
+  EXPECT_EQ(keep, alive) << "the tiered form evicts nothing";
+  std::vector<double> tail(score.begin() + prompt, score.end());
+  std::vector<std::size_t> cand(100);
+  std::iota(cand.begin(), cand.end(), 0);
+  const auto top = kvtest::ref_top_k(tail, cand, ref_mass_count(tail, 0.8));
+  for (std::size_t j = 0; j < prompt; ++j) EXPECT_EQ(tier[j], PrecisionTier::kLow) << "prompt slot " << j << " touched";
+  std::vector<std::size_t> high;
+  for (std::size_t t = 0; t < 100; ++t) {
+    EXPECT_NE(tier[prompt + t], PrecisionTier::kPending);
+    if (tier[prompt + t] == PrecisionTier::kHigh) high.push_back(t);
+  }
+  EXPECT_EQ(high, top);
+}
+
 TEST(ZipVL, BadConfigsNameTheField) {
   const CacheShape s{1, 2, 2, 64, 64};
   evict::ZipVL::Config c;
@@ -241,6 +309,90 @@ TEST(ZipVL, EndToEndThroughKVCacheWithDecodeReRank) {
         EXPECT_TRUE(std::equal(before.begin(), before.begin() + prompt_kept[l], after.begin())) << "prompt untouched";
       }
       c.attend(l, q.data(), 1, out.data());
+    }
+}
+
+// The paper's composition (spec §7 steps 5–6) through the cache: the 4-bit slots of ZipVLPolicy<>
+// are exactly the slots the eviction form keeps (checked against the double oracle above), nothing
+// is evicted, decode tokens wait in fp16 until the re-rank decides them, and memory is below
+// the same store with every slot at 4 bits.
+TEST(ZipVL, MixedPrecisionCompositionThroughKVCache) {
+  const CacheShape s{2, 4, 2, 64, 512};
+  std::vector<Modality> mod(300, Modality::kText);
+  for (std::size_t j = 4; j < 200; ++j) mod[j] = Modality::kImage;
+  const auto p = kvtest::random_prompt(s, mod, 16, 2.5f);
+  auto configure = [](auto& cfg) {
+    cfg.evict.tau = 0.6;
+    cfg.evict.probe_recent = 8;
+    cfg.evict.probe_random = 8;
+    cfg.evict.max_window = 32;
+    cfg.evict.interval = 20;
+  };
+  using Mixed = KVCache<ZipVLPolicy<>>;
+  using Evicting = KVCache<Policy<evict::ZipVL, merge::None, quant::DenseF32>>;
+  using AllHigh = KVCache<Policy<evict::None, merge::None, quant::ZipVLMixed>>;
+  Mixed::Config mc{};
+  Evicting::Config ec{};
+  configure(mc);
+  configure(ec);
+  Mixed mixed(s, mc);
+  Evicting evicting(s, ec);
+  AllHigh all_high(s, AllHigh::Config{});
+  kvtest::feed(mixed, p);
+  kvtest::feed(evicting, p);
+  kvtest::feed(all_high, p);
+  mixed.end_prefill();
+  evicting.end_prefill();
+  auto high_positions = [&](int l, int h) {
+    const auto& st = mixed.stream(l, h);
+    std::vector<std::int32_t> pos = kvtest::cache_positions(mixed, l, h), high;
+    for (std::size_t j = 0; j < st.size(); ++j)
+      if (st.tier(j) == PrecisionTier::kHigh) high.push_back(pos[j]);
+    return high;
+  };
+  for (int l = 0; l < 2; ++l)
+    for (int h = 0; h < 2; ++h) {
+      EXPECT_EQ(mixed.size(l, h), 300u) << "nothing evicted";
+      EXPECT_EQ(mixed.stream(l, h).encoded(), 300u) << "every prompt slot decided at prefill end";
+      const auto kept = kvtest::cache_positions(evicting, l, h);
+      EXPECT_LT(kept.size(), 300u);
+      EXPECT_EQ(high_positions(l, h), kept) << "layer " << l << " head " << h;
+    }
+  // The same store with every prompt slot at 4 bits (128 more tokens push the prompt out of its
+  // window; truncate drops them again) must take more blocks.
+  std::vector<float> k(2 * 64, 0.5f), v(2 * 64, -0.25f), q(4 * 64, 0.1f), out(4 * 64);
+  for (int t = 0; t < 128; ++t)
+    for (int l = 0; l < 2; ++l) all_high.append(l, k.data(), v.data(), 1, Modality::kGenerated);
+  for (int l = 0; l < 2; ++l) all_high.truncate(300);
+  std::size_t high_slots = 0;
+  for (int l = 0; l < 2; ++l)
+    for (int h = 0; h < 2; ++h) {
+      EXPECT_EQ(all_high.stream(l, h).encoded(), 300u);
+      high_slots += high_positions(l, h).size();
+      EXPECT_LT(mixed.stream(l, h).memory_bytes(), all_high.stream(l, h).memory_bytes()) << "layer " << l;
+    }
+  EXPECT_LT(high_slots, 4u * 300u / 2u) << "tau 0.6: most slots at 2 bits";
+
+  // Decode: 20 tokens wait in fp16; the 21st append re-ranks them and they leave the window.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  for (int step = 0; step <= 20; ++step)
+    for (int l = 0; l < 2; ++l) {
+      for (auto* b : {&k, &v, &q})
+        for (auto& x : *b) x = 2.0f * g(rng);
+      mixed.append(l, k.data(), v.data(), 1, Modality::kGenerated);
+      mixed.attend(l, q.data(), 1, out.data());
+      const auto& st = mixed.stream(l, 0);
+      EXPECT_EQ(st.size(), 301u + static_cast<std::size_t>(step));
+      EXPECT_EQ(st.encoded(), step < 20 ? 300u : 320u) << "step " << step;
+      if (step == 20) {
+        std::size_t high = 0;
+        for (std::size_t j = 300; j < 320; ++j) {
+          EXPECT_NE(st.tier(j), PrecisionTier::kPending);
+          high += st.tier(j) == PrecisionTier::kHigh ? 1 : 0;
+        }
+        EXPECT_GE(high, 1u);
+      }
     }
 }
 

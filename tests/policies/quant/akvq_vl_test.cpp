@@ -8,6 +8,7 @@
 // exact memory_bytes and bad configs. Store-level here; through KVCache in akvq_vl_cache_test.cpp.
 
 #include "support/expect_invalid.hpp"
+#include "support/store_harness.hpp"
 #include "kvcompress/policies/quant/akvq_vl.hpp"
 
 #include <gtest/gtest.h>
@@ -150,21 +151,10 @@ TEST(AkvqVl, RowRoundTripWithinBb1BoundForInRangeValues) {
   }
 }
 
-struct Harness {
-  Q::Config cfg;
-  int d;
-  BlockPool pool;
-  std::unique_ptr<Q::Store> store;
-  std::vector<float> scratch;
-  Harness(int d_, const Q::Config& c, std::size_t capacity, int layer)
-      : cfg(c), d(d_), pool(Q::Store::block_bytes(d_, c), Q::Store::max_blocks(capacity, c)) {
-    store = std::make_unique<Q::Store>(d_, cfg, BlockTable(&pool, Q::Store::max_blocks(capacity, c)),
-                                       layer, 0);
-    scratch.resize(Q::Store::scratch_floats(d_, c));
-  }
+struct Harness : kvtest::StoreHarness<Q> {
+  Harness(int d_, const Q::Config& c, std::size_t capacity, int layer) : StoreHarness(d_, c, capacity, layer, 0) {}
   void append(const float* k, const float* v, std::size_t n, const std::int32_t* pos, const Modality* mod) {
-    TokenInfo info{pos, mod};
-    store->append(k, v, static_cast<std::size_t>(d), n, info, scratch.data());
+    StoreHarness::append(k, v, n, TokenInfo{pos, mod});
   }
 };
 

@@ -8,6 +8,7 @@
 // passes TokenInfo (the 6-argument append).
 
 #include "support/expect_invalid.hpp"
+#include "support/store_harness.hpp"
 #include "kvcompress/policies/quant/cq.hpp"
 
 #include <gtest/gtest.h>
@@ -105,22 +106,13 @@ std::vector<double> ref_attention(const std::vector<double>& q, const std::vecto
 // ---------------------------------------------------------------- store harness
 
 template <class Q>
-struct Harness {
-  typename Q::Config cfg;
-  int d;
-  BlockPool pool;
-  std::unique_ptr<typename Q::Store> store;
-  std::vector<float> scratch;
-  Harness(int d_, const typename Q::Config& c, std::size_t capacity, int layer = 0, int kv_head = 0)
-      : cfg(c), d(d_),
-        pool(Q::Store::block_bytes(d_, c), Q::Store::max_blocks(capacity, c)) {
-    store = std::make_unique<typename Q::Store>(d_, cfg, BlockTable(&pool, Q::Store::max_blocks(capacity, c)), layer, kv_head);
-    scratch.resize(Q::Store::scratch_floats(d_, c));
-  }
+struct Harness : kvtest::StoreHarness<Q> {
+  using kvtest::StoreHarness<Q>::StoreHarness;
+  using kvtest::StoreHarness<Q>::store;
+  using kvtest::StoreHarness<Q>::d;
   void append(const std::vector<float>& k, const std::vector<float>& v, const std::vector<std::int32_t>& pos) {
     std::vector<Modality> mod(pos.size(), Modality::kText);
-    TokenInfo info{pos.data(), mod.data()};
-    store->append(k.data(), v.data(), static_cast<std::size_t>(d), pos.size(), info, scratch.data());
+    kvtest::StoreHarness<Q>::append(k.data(), v.data(), pos.size(), TokenInfo{pos.data(), mod.data()});
   }
   /// Full attention through the store for one query row (what KVCache does: logits, softmax in
   /// double here, accumulate of the probabilities).

@@ -18,10 +18,14 @@
 ///     last `interval` live slots are re-ranked with the attention of the latest query
 ///     (SlotView::score under ScoreMode::kLatest, head mean), steps 2–3 on them.
 ///
-/// What is realised: the **eviction** form — T is kept, U evicted, at prefill end and at every
-/// decode re-rank. The paper stores U at 2 bits and T at 4 bits instead of dropping U (a mixed-
-/// precision store driven by this split is not implemented here), and its sparse prefill
-/// attention over T is engine compute, not KV compression. `important_ratio` traces p/n.
+/// Two forms, chosen by the store (core/precision_tier.hpp):
+///  - **mixed precision** (the paper, step 5): with a store that has precision tiers
+///    (quant::ZipVLMixed: T at 4 bits, U at 2 bits, policies/quant/mixed_precision.hpp) nothing
+///    is evicted; T is marked PrecisionTier::kHigh and U kLow, at prefill end and for the last
+///    `interval` slots at every decode re-rank (until then decode tokens stay fp16 in the store's
+///    window, step 6). `ZipVLPolicy` in policies/merging_methods.hpp is this pairing.
+///  - **eviction**: with any other store, T is kept and U evicted at the same points.
+/// Its sparse prefill attention over T is engine compute, not KV compression.
 /// Stateless: the tokens generated since the prompt are tokens_seen − SlotView::prefill_tokens
 /// (recorded by the cache at end_prefill, −1 before it and after clear). τ = 1 keeps every slot
 /// with non-zero attention mass.
@@ -137,37 +141,65 @@ struct ZipVL : Base {
     return out;
   }
 
-  /// Prefill end: per layer keep the top-p slots by normalised probe score.
+  /// Prefill end: per layer the top-p slots by normalised probe score are T; U is demoted to the
+  /// low tier (tiered store) or evicted.
   static void on_prefill_end(const Config& c, PrefillContext& ctx) {
     for (int l = 0; l < ctx.num_layers(); ++l) {
       const SlotView& s = ctx.slots(l, 0);
-      if (c.tau >= 1.0 || s.n_alive == 0) continue;
-      const LayerScores sc = layer_scores(c, ctx, l);
-      common::keep_top_k(s, common::live_scores(s, sc.normalised.data()).data(), common::ProtectionConfig{},
-                         std::max<std::size_t>(sc.important, 1), common::ProtectedOverflow::kError, ctx.keep(l, 0),
-                         "evict::ZipVL::on_prefill_end", "tau");
+      PrecisionTier* tier = ctx.tier(l, 0);
+      std::uint8_t* keep = ctx.keep(l, 0);
+      std::vector<std::uint8_t> important;
+      if (tier != nullptr) {
+        important.assign(keep, keep + s.n);
+        keep = important.data();
+      }
+      if (c.tau < 1.0 && s.n_alive > 0) {
+        const LayerScores sc = layer_scores(c, ctx, l);
+        common::keep_top_k(s, common::live_scores(s, sc.normalised.data()).data(), common::ProtectionConfig{},
+                           std::max<std::size_t>(sc.important, 1), common::ProtectedOverflow::kError, keep,
+                           "evict::ZipVL::on_prefill_end", "tau");
+      }
+      if (tier != nullptr) assign_tiers(s, 0, keep, tier);
     }
   }
 
-  /// Decode re-rank of the last `interval` slots (allocation-free, stack scratch).
+  /// tier[j] = kHigh where important[j − from], else kLow, for the live slots j ≥ from.
+  static void assign_tiers(const SlotView& s, std::size_t from, const std::uint8_t* important, PrecisionTier* tier) {
+    for (std::size_t j = from; j < s.n; ++j)
+      if (s.alive[j]) tier[j] = important[j - from] ? PrecisionTier::kHigh : PrecisionTier::kLow;
+  }
+
+  /// Decode re-rank of the last `interval` slots (allocation-free, stack scratch): U is demoted
+  /// (s.tier set) or evicted.
   static void make_room(const Config& c, const SlotView& s, std::size_t, std::uint8_t* keep) {
-    if (c.interval == 0 || c.tau >= 1.0 || s.prefill_tokens < 0 || s.score == nullptr) return;
+    if (c.interval == 0 || s.prefill_tokens < 0 || s.score == nullptr) return;
+    if (c.tau >= 1.0 && s.tier == nullptr) return;
     const std::int64_t generated = s.tokens_seen - s.prefill_tokens;
     if (generated <= 0 || generated % static_cast<std::int64_t>(c.interval) != 0) return;
     const std::size_t start = common::recent_start(s, c.interval);
     std::array<float, kMaxInterval> live{}, scratch{};
+    std::array<std::uint8_t, kMaxInterval> important{};
     std::size_t cnt = 0;
     for (std::size_t j = start; j < s.n; ++j)
       if (s.alive[j]) live[cnt++] = std::max(0.0f, s.score[j]);
-    const std::size_t p = std::max<std::size_t>(1, common::mass_prefix_count(live.data(), cnt, c.tau, scratch.data()));
-    if (p >= cnt) return;
-    SlotView tail = s;  // the re-ranked slots only
-    tail.n = s.n - start;
-    tail.pos = s.pos + start;
-    tail.mod = s.mod ? s.mod + start : nullptr;
-    tail.alive = s.alive + start;
-    tail.score = s.score + start;
-    common::evict_lowest_scores(tail, cnt - p, 0, keep + start);
+    const std::size_t p = c.tau >= 1.0 ? cnt
+                                       : std::max<std::size_t>(1, common::mass_prefix_count(live.data(), cnt, c.tau,
+                                                                                            scratch.data()));
+    std::uint8_t* out = keep + start;
+    if (s.tier != nullptr) {  // nothing is ever evicted then: the tail is the cnt <= interval slots
+      std::fill(important.begin(), important.begin() + static_cast<std::ptrdiff_t>(s.n - start), std::uint8_t{1});
+      out = important.data();
+    }
+    if (p < cnt) {
+      SlotView tail = s;  // the re-ranked slots only
+      tail.n = s.n - start;
+      tail.pos = s.pos + start;
+      tail.mod = s.mod ? s.mod + start : nullptr;
+      tail.alive = s.alive + start;
+      tail.score = s.score + start;
+      common::evict_lowest_scores(tail, cnt - p, 0, out);
+    }
+    if (s.tier != nullptr) assign_tiers(s, start, important.data(), s.tier);
   }
 };
 
