@@ -157,6 +157,13 @@ void for_each_evict_method(F&& f) {
     c.evict.max_window = kWindow;
     return c;
   });
+  using ZipVLMixed = kvc::KVCache<kvc::ZipVLPolicy<>>;  // the paper's form: U at 2 bits, T at 4
+  f(kb::CacheTag<ZipVLMixed>{}, "zipvl+mixed4/2", [](std::size_t) {
+    ZipVLMixed::Config c;
+    c.evict.probe_recent = c.evict.probe_random = kWindow / 2;
+    c.evict.max_window = kWindow;
+    return c;
+  });
   using H2OKivi = kvc::KVCache<kvc::Policy<kvc::evict::H2O, kvc::merge::None, kvc::quant::Kivi<2, 2, 32, 128>>>;
   f(kb::CacheTag<H2OKivi>{}, "h2o+kivi2", [](std::size_t n) {
     H2OKivi::Config c;

@@ -76,6 +76,7 @@ using KNorm = kvc::Policy<kvc::evict::KNorm>;
 using PrefixKV = kvc::Policy<kvc::evict::PrefixKV>;
 using VLCache = kvc::Policy<kvc::evict::VLCache>;
 using CSP = kvc::Policy<kvc::evict::CrossSelfPruning>;
+using ZipVLMixed = kvc::ZipVLPolicy<>;
 }  // namespace policy_table_detail
 
 /// Every method the evaluation runs, reference first. Eviction methods keep a budget of 25 % of
@@ -157,6 +158,7 @@ inline std::vector<PolicyEntry> evaluation_policies() {
          c.evict.recent_ratio = 0.125;
          return make<CSP>(s, c);
        }},
+      {"ZipVL tau 0.975, T 4-bit / U 2-bit", [](const Shape& s, std::size_t) { return make<ZipVLMixed>(s); }},
   };
 }
 

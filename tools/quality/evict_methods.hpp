@@ -199,6 +199,10 @@ inline std::vector<EvictMethod> evict_methods() {
       evict_method<EvictF32<ev::ZipVL>>("ZipVL (tau 0.975, eviction form)", [](std::size_t, const Workload&) {
             return EvictF32<ev::ZipVL>::Config{};
           }),
+      // The paper's form keeps every slot (U at 2 bits, T at 4): its error is quantization error.
+      evict_method<kvcompress::ZipVLPolicy<>>("ZipVL (tau 0.975, T 4-bit / U 2-bit)", [](std::size_t, const Workload&) {
+            return kvcompress::ZipVLPolicy<>::Config{};
+          }),
       evict_method<kvcompress::ElasticCachePolicy<kvcompress::quant::DenseF32>>("Elastic Cache (bucket mean)",
           [](std::size_t b, const Workload& w) {
             kvcompress::ElasticCachePolicy<kvcompress::quant::DenseF32>::Config c;
