@@ -100,4 +100,22 @@ TEST(ScoreMath, CosineWithEpsilonGuard) {
   EXPECT_EQ(cosine_similarity(z, z, 2), 0.0f);
 }
 
+// dot_f64's eight partial sums against a sequential long-double sum, with and without tails.
+TEST(ScoreMath, DotF64MatchesSequentialSum) {
+  std::mt19937 g(11);
+  std::normal_distribution<float> n(0.0f, 3.0f);
+  for (std::size_t d : {1u, 7u, 8u, 9u, 64u, 100u, 128u, 259u}) {
+    std::vector<float> a(d), b(d);
+    for (std::size_t t = 0; t < d; ++t) a[t] = n(g), b[t] = n(g);
+    long double ref = 0, mag = 0;
+    for (std::size_t t = 0; t < d; ++t) {
+      ref += static_cast<long double>(a[t]) * b[t];
+      mag += std::fabs(static_cast<long double>(a[t]) * b[t]);
+    }
+    EXPECT_NEAR(dot_f64(a.data(), b.data(), d), static_cast<double>(ref), 1e-14 * static_cast<double>(mag)) << "d " << d;
+    const double na = std::sqrt(dot_f64(a.data(), a.data(), d)), nb = std::sqrt(dot_f64(b.data(), b.data(), d));
+    EXPECT_EQ(cosine_from_dot(dot_f64(a.data(), b.data(), d), na, nb), cosine_similarity(a.data(), b.data(), d));
+  }
+}
+
 }  // namespace

@@ -11,12 +11,15 @@
 ///     nearest anchor by position, ties to the left. Slots before t_1 go to anchor 1.
 /// Anchors and members are slot indices, anchors strictly ascending (slots are stored in
 /// ascending position, §0 rule 1); an assignment is an index into the anchor list, so every
-/// member is assigned to exactly one anchor. Allocation-free.
+/// member is assigned to exactly one anchor. Prefill-end code: the cosine rule keeps one buffer of
+/// anchor norms; the positional rule allocates nothing.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kvcompress/core/errors.hpp"
 #include "kvcompress/policies/evict/common/score_math.hpp"
@@ -57,13 +60,20 @@ inline void assign_cosine_nearest(const float* keys, std::size_t n, std::size_t 
   const char* where = "merge::common::assign_cosine_nearest";
   detail::require(d >= 1, where, "d", d, ">= 1");
   detail_assign::check_sets(where, n, anchors, n_anchors, members, n_members);
+  using evict::common::dot_f64;
+  std::vector<double> anchor_norm(n_anchors);  // each anchor's norm once, not once per member
+  for (std::size_t a = 0; a < n_anchors; ++a) {
+    const float* ka = keys + anchors[a] * d;
+    anchor_norm[a] = std::sqrt(dot_f64(ka, ka, d));
+  }
   for (std::size_t e = 0; e < n_members; ++e) {
     const float* ke = keys + members[e] * d;
+    const double norm_e = std::sqrt(dot_f64(ke, ke, d));
     std::size_t best = 0;
-    float best_sim = evict::common::cosine_similarity(ke, keys + anchors[0] * d, d, eps);
-    for (std::size_t a = 1; a < n_anchors; ++a) {
-      const float s = evict::common::cosine_similarity(ke, keys + anchors[a] * d, d, eps);
-      if (s > best_sim) best = a, best_sim = s;  // strict: ties stay with the lower position
+    float best_sim = 0.0f;
+    for (std::size_t a = 0; a < n_anchors; ++a) {
+      const float s = evict::common::cosine_from_dot(dot_f64(ke, keys + anchors[a] * d, d), norm_e, anchor_norm[a], eps);
+      if (a == 0 || s > best_sim) best = a, best_sim = s;  // strict: ties stay with the lower position
     }
     assignment[e] = best;
     if (similarity) similarity[e] = best_sim;
