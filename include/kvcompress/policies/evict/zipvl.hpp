@@ -23,7 +23,7 @@
 ///    (quant::ZipVLMixed: T at 4 bits, U at 2 bits, policies/quant/mixed_precision.hpp) nothing
 ///    is evicted; T is marked PrecisionTier::kHigh and U kLow, at prefill end and for the last
 ///    `interval` slots at every decode re-rank (until then decode tokens stay fp16 in the store's
-///    window, step 6). `ZipVLPolicy` in policies/merging_methods.hpp is this pairing.
+///    window, step 6). `ZipVLPolicy` (policies/zipvl_policy.hpp) is this pairing.
 ///  - **eviction**: with any other store, T is kept and U evicted at the same points.
 /// Its sparse prefill attention over T is engine compute, not KV compression.
 /// Stateless: the tokens generated since the prompt are tokens_seen − SlotView::prefill_tokens
