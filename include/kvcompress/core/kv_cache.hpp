@@ -307,10 +307,8 @@ class KVCache {
         const std::size_t t = table_index(l, v);
         views_[t] = view(l, v);
         std::copy(tables_[t].alive.begin(), tables_[t].alive.begin() + tables_[t].n, keep_.begin() + t * cap);
-        if constexpr (kTiered) {  // the policy decides every slot's tier afresh
+        if constexpr (kTiered)  // the policy decides every slot's tier afresh, via PrefillContext::tier
           std::fill(tiers_.begin() + t * cap, tiers_.begin() + t * cap + tables_[t].n, PrecisionTier::kPending);
-          views_[t].tier = tiers(l, v);
-        }
       }
     PrefillSources sources;
     sources.queries = qwin_rows_max_ > 0 ? qwin_views_.data() : nullptr;
